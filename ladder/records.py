@@ -1,0 +1,51 @@
+"""The unified records every later stage reads (DESIGN.md, "Unified records").
+
+A message is {role: system|user|assistant, content}. Every table also carries `source` and `row` (the
+source row it came from), so that each source row can be shown to be used or rejected, never both.
+"""
+from __future__ import annotations
+
+import hashlib
+
+import polars as pl
+
+ROLES = ("system", "user", "assistant")
+MESSAGE = pl.Struct({"role": pl.String, "content": pl.String})
+MESSAGES = pl.List(MESSAGE)
+
+_KEY = {"id": pl.String, "source": pl.String, "row": pl.String}
+SCHEMAS: dict[str, dict[str, pl.DataType]] = {
+    "conversations": {**_KEY, "messages": MESSAGES, "thumbs_up": pl.Boolean},
+    "preferences": {**_KEY, "prompt": MESSAGES, "chosen": pl.String, "rejected": pl.String},
+    "feedback": {**_KEY, "messages": MESSAGES, "label": pl.Float64},
+    "arena": {**_KEY, "prompt": pl.String, "response_a": pl.String, "response_b": pl.String,
+              "winner": pl.String, "language": pl.String},
+    "rejects": {"source": pl.String, "row": pl.String, "reason": pl.String, "raw": pl.String},
+}
+TABLES = ("conversations", "preferences", "feedback", "arena")
+WINNERS = ("model_a", "model_b", "tie")
+
+
+def stable_id(*parts: object) -> str:
+    """A short content hash, the same on every machine and Python version (unlike hash())."""
+    text = "\x1f".join(str(p) for p in parts)
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=8).hexdigest()
+
+
+def unit_interval(*parts: object) -> float:
+    """A stable pseudo-random number in [0, 1) derived from `parts` (for splits and sampling)."""
+    digest = hashlib.blake2b("\x1f".join(str(p) for p in parts).encode("utf-8"), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def empty(table: str) -> pl.DataFrame:
+    return pl.DataFrame(schema=SCHEMAS[table])
+
+
+def frame(table: str, rows: list[dict]) -> pl.DataFrame:
+    return pl.DataFrame(rows, schema=SCHEMAS[table], orient="row") if rows else empty(table)
+
+
+def normalize_text(text: str) -> str:
+    """Line ends to LF and surrounding blanks trimmed; the characters themselves stay as they are."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").strip()

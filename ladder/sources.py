@@ -1,0 +1,156 @@
+"""Reading a source as it is (local file or a pinned hub snapshot) into one raw table.
+
+Raw tables keep the source's own columns. Parquet needs one type per column, and real sources do not
+always have one (chai-dpo's `rejected` is a list or a string); such a column is stored as JSON text,
+one value per row, and named in the file's metadata so the clean stage reads back exactly what the
+source held. A JSON line that does not parse is kept as a row with only `_invalid_json` set, so the
+clean stage rejects it with a reason instead of it vanishing here.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+from pathlib import Path
+from typing import Any, Callable
+
+import polars as pl
+import pyarrow as pa
+
+SUFFIXES = (".parquet", ".jsonl", ".json", ".csv")
+JSON_COLUMNS_KEY = b"ladder.json_columns"
+INVALID_JSON = "_invalid_json"
+
+
+def hf_token(env_file: str | Path = ".env") -> str | None:
+    """HF_TOKEN from the environment, else from a git-ignored .env; never logged or written."""
+    if os.environ.get("HF_TOKEN"):
+        return os.environ["HF_TOKEN"]
+    if Path(env_file).is_file():
+        from dotenv import dotenv_values
+        return dotenv_values(env_file).get("HF_TOKEN") or None
+    return None
+
+
+def _records_to_frame(records: list[dict]) -> tuple[pl.DataFrame, list[str]]:
+    names: dict[str, None] = {}
+    for record in records:
+        names.update(dict.fromkeys(record))
+    columns, json_columns = [], []
+    for name in names:
+        values = [record.get(name) for record in records]
+        try:  # pyarrow infers nested types from every value (struct fields included) and refuses mixes
+            columns.append(pl.from_arrow(pa.array(values)).alias(name))
+        except (TypeError, ValueError, OverflowError, pa.ArrowException):
+            columns.append(pl.Series(name, [None if v is None else json.dumps(v, ensure_ascii=False)
+                                            for v in values], dtype=pl.String))
+            json_columns.append(name)
+    return pl.DataFrame(columns), json_columns
+
+
+def _read_json_records(path: Path) -> list[dict]:
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".json":
+        data = json.loads(text)
+        if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
+            data = next(iter(data.values()))  # {"data": [...]} as some hub repos keep it
+        if not isinstance(data, list):
+            raise ValueError(f"{path}: expected a JSON list of records")
+        return [r if isinstance(r, dict) else {INVALID_JSON: json.dumps(r)} for r in data]
+    records = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            record = None
+        records.append(record if isinstance(record, dict) else {INVALID_JSON: line})
+    return records
+
+
+def read_file(path: str | Path) -> tuple[pl.DataFrame, list[str]]:
+    """One data file to (frame, names of JSON-encoded columns)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"data file not found: {path}")
+    if path.suffix == ".parquet":
+        return pl.read_parquet(path), []
+    if path.suffix == ".csv":
+        return pl.read_csv(path, infer_schema_length=None), []
+    if path.suffix in (".jsonl", ".json"):
+        return _records_to_frame(_read_json_records(path))
+    raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(SUFFIXES)}")
+
+
+def split_files(folder: Path, split: str | None) -> list[Path]:
+    """The data files of a hub snapshot for one split, laid out as the hub lays them out
+    (data/train-00000-of-00002.parquet, train.jsonl, ...)."""
+    files = sorted(p for p in folder.rglob("*") if p.suffix in SUFFIXES and p.is_file()
+                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+    if split:
+        token = re.compile(rf"(^|[/_.-]){re.escape(split)}([/_.-]|$)")
+        files = [p for p in files if token.search(p.relative_to(folder).as_posix())]
+    if not files:
+        raise FileNotFoundError(f"no {'/'.join(SUFFIXES)} files for split {split!r} in {folder}")
+    return files
+
+
+def download_dataset(repo_id: str, revision: str, token: str | None) -> Path:
+    from huggingface_hub import snapshot_download
+    return Path(snapshot_download(repo_id, repo_type="dataset", revision=revision, token=token,
+                                  allow_patterns=[f"*{s}" for s in SUFFIXES]))
+
+
+def read_source(spec: dict, name: str, downloader: Callable[..., Path] = download_dataset
+                ) -> tuple[pl.DataFrame, list[str]]:
+    """A source entry of params `fetch.sources` to one raw table."""
+    if "path" in spec and spec["path"]:
+        files = [Path(spec["path"])]
+    elif spec.get("hub"):
+        if not spec.get("revision"):
+            raise ValueError(f"source {name!r}: a hub source needs a pinned `revision` (a commit hash)")
+        files = split_files(downloader(spec["hub"], spec["revision"], hf_token()), spec.get("split"))
+    else:
+        raise ValueError(f"source {name!r}: give either `path` or `hub` (+ `revision`)")
+    frames, json_columns = [], set()
+    for file in files:
+        frame, encoded = read_file(file)
+        frames.append(frame)
+        json_columns.update(encoded)
+    if len(frames) > 1:  # shards of one split: align types, encode any column that disagrees
+        frames = [f.with_columns(pl.col(c).cast(pl.String) for c in json_columns if c in f.columns) for f in frames]
+        try:
+            return pl.concat(frames, how="diagonal_relaxed"), sorted(json_columns)
+        except pl.exceptions.PolarsError:
+            records = [r for f in frames for r in f.to_dicts()]
+            return _records_to_frame(records)
+    return frames[0], sorted(json_columns)
+
+
+def write_raw(frame: pl.DataFrame, json_columns: list[str], target: str | Path) -> None:
+    import pyarrow.parquet as pq
+
+    from ladder.io import atomic_path
+
+    table = frame.to_arrow()
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                           JSON_COLUMNS_KEY: json.dumps(sorted(json_columns)).encode()})
+    with atomic_path(target) as tmp:
+        pq.write_table(table, tmp, compression="zstd")
+
+
+def read_raw(path: str | Path) -> pl.DataFrame:
+    """A raw table back, with JSON-encoded columns decoded to Python objects."""
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"raw table not found: {path} (run the fetch stage first)")
+    table = pq.read_table(path)
+    json_columns = json.loads((table.schema.metadata or {}).get(JSON_COLUMNS_KEY, b"[]"))
+    frame = pl.from_arrow(table)
+    for name in json_columns:
+        values = [None if v is None else json.loads(v) for v in frame[name].to_list()]
+        frame = frame.with_columns(pl.Series(name, values, dtype=pl.Object))
+    return frame

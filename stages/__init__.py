@@ -1,0 +1,1 @@
+"""One Click script per pipeline stage: `python -m stages.<name> --help`."""

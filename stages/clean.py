@@ -1,0 +1,221 @@
+"""clean: every raw source to the unified records, filtered, deduplicated, split and mixed.
+
+Reads   data/raw/<source>.parquet for each source in params `fetch.sources` (their `format`), params `clean`.
+Writes  data/clean/{conversations,preferences,feedback,arena,rejects}.parquet, metrics/clean.json,
+        metrics/timings/clean.json.
+
+Order: parse (ladder.formats) -> filters -> exact dedup across sources (first source in params wins)
+-> eval split by a stable hash of the source row, widened so no eval prompt is also in train -> per-source
+mix of the train rows. A source row that ends in no table is a reject, with the reason it was dropped.
+
+Usage:
+    python -m stages.clean
+"""
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections import Counter
+from pathlib import Path
+
+import click
+import polars as pl
+
+from ladder.records import SCHEMAS, TABLES, unit_interval
+
+log = logging.getLogger("ladder.clean")
+
+
+def _norm(expr: pl.Expr) -> pl.Expr:
+    return expr.str.normalize("NFKC").str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars()
+
+
+def _render(messages: pl.Expr) -> pl.Expr:
+    return messages.list.eval(pl.element().struct.field("role") + ": " + pl.element().struct.field("content")
+                              ).list.join("\n")
+
+
+def _before_last_reply(messages: pl.Expr) -> pl.Expr:
+    """The prompt of a conversation: everything before its last assistant message."""
+    last = messages.list.eval(pl.element().struct.field("role") == "assistant").list.eval(
+        pl.int_range(pl.len()).filter(pl.element()).last()).list.first()
+    return messages.list.head(last.fill_null(0))
+
+
+def filter_reasons(table: str, df: pl.DataFrame, p: dict) -> pl.Expr:
+    """The reason a record is dropped by the `clean` filters, or null to keep it."""
+    none = pl.lit(None, dtype=pl.String)
+    if table == "arena":
+        langs = [lang.lower() for lang in p.get("arena_languages") or []]
+        return pl.when(pl.lit(bool(langs)) & ~pl.col("language").str.to_lowercase().is_in(langs).fill_null(False)
+                       ).then(pl.lit("language not in clean.arena_languages")).otherwise(none)
+    if table == "preferences":
+        replies = pl.max_horizontal(pl.col("chosen").str.len_chars(), pl.col("rejected").str.len_chars())
+        return (pl.when(replies > p["max_message_chars"]).then(pl.lit("reply longer than max_message_chars"))
+                .when(_render(pl.col("prompt")).str.len_chars() > p["max_conversation_chars"])
+                .then(pl.lit("prompt longer than max_conversation_chars")).otherwise(none))
+    lengths = pl.col("messages").list.eval(pl.element().struct.field("content").str.len_chars())
+    turns = pl.col("messages").list.eval(pl.element().struct.field("role") != "system").list.sum()
+    total = lengths.list.sum()
+    reason = (pl.when(turns < p["min_turns"]).then(pl.lit(f"fewer than {p['min_turns']} messages"))
+              .when(lengths.list.min() < p["min_message_chars"]).then(pl.lit("message shorter than min_message_chars"))
+              .when(lengths.list.max() > p["max_message_chars"]).then(pl.lit("message longer than max_message_chars"))
+              .when(total < p["min_conversation_chars"]).then(pl.lit("conversation shorter than min_conversation_chars"))
+              .when(total > p["max_conversation_chars"]).then(pl.lit("conversation longer than max_conversation_chars")))
+    if table == "conversations" and p["sft_requires_thumbs_up"]:
+        reason = reason.when(pl.col("thumbs_up") == False).then(pl.lit("thumbs down (sft_requires_thumbs_up)"))  # noqa: E712
+    return reason.otherwise(none)
+
+
+def dedup_key(table: str) -> pl.Expr:
+    if table == "preferences":
+        return _norm(_render(pl.col("prompt")) + "\x1e" + pl.col("chosen") + "\x1e" + pl.col("rejected"))
+    if table == "arena":
+        return _norm(pl.col("prompt") + "\x1e" + pl.col("response_a") + "\x1e" + pl.col("response_b"))
+    return _norm(_render(pl.col("messages")))
+
+
+def prompt_key(table: str) -> pl.Expr:
+    if table == "arena":
+        return _norm(pl.col("prompt"))
+    return _norm(_render(pl.col("prompt") if table == "preferences" else _before_last_reply(pl.col("messages"))))
+
+
+def drop(tables: dict, table: str, reason: pl.Expr, log_of_drops: list) -> None:
+    df = tables[table].with_columns(reason.alias("_reason"))
+    log_of_drops.append(df.filter(pl.col("_reason").is_not_null()).select(
+        pl.lit(table).alias("table"), "source", "row", pl.col("_reason").alias("reason")))
+    tables[table] = df.filter(pl.col("_reason").is_null()).drop("_reason")
+
+
+def assign_split(tables: dict, fraction: float, seed: int) -> pl.DataFrame:
+    """(source, row, split): eval when the row's stable hash falls under `fraction`, then widened until
+    no prompt of an eval record is also the prompt of a train record."""
+    keys = pl.concat([tables[t].select("source", "row", prompt_key(t).alias("prompt")) for t in TABLES])
+    rows = keys.select("source", "row").unique(maintain_order=True)
+    rows = rows.with_columns(pl.Series("eval", [unit_interval(seed, "split", s, r) < fraction
+                                                for s, r in rows.iter_rows()], dtype=pl.Boolean))
+    while True:
+        flagged = keys.join(rows, on=["source", "row"])
+        eval_prompts = flagged.filter("eval").select("prompt").unique()
+        grow = flagged.join(eval_prompts, on="prompt", how="semi").filter(~pl.col("eval")).select("source", "row").unique()
+        if grow.is_empty():
+            break
+        rows = (rows.join(grow.with_columns(pl.lit(True).alias("grow")), on=["source", "row"], how="left")
+                .with_columns(pl.col("eval") | pl.col("grow").fill_null(False)).drop("grow"))
+    return rows.select("source", "row", pl.when("eval").then(pl.lit("eval")).otherwise(pl.lit("train")).alias("split"))
+
+
+def mix_reason(splits: pl.DataFrame, mix: dict, seed: int) -> pl.DataFrame:
+    """(source, row, reason) for the train rows that the per-source `mix` weight leaves out. A float is
+    the fraction to keep, an int the number of rows; a source absent from `mix` is kept whole. Eval rows
+    are never sampled, so changing the mix leaves the eval set as it was."""
+    out = []
+    for source, weight in mix.items():
+        train = splits.filter((pl.col("source") == source) & (pl.col("split") == "train")).select("source", "row")
+        draw = train.with_columns(pl.Series("u", [unit_interval(seed, "mix", source, r) for r in train["row"]],
+                                            dtype=pl.Float64))
+        if isinstance(weight, bool) or not isinstance(weight, (int, float)) or weight < 0:
+            raise ValueError(f"clean.mix.{source}: {weight!r} is not a fraction (float) or a row count (int)")
+        keep = (draw.filter(pl.col("u") < weight) if isinstance(weight, float)
+                else draw.sort("u", "row").head(weight))
+        out.append(draw.join(keep, on=["source", "row"], how="anti").select(
+            "source", "row", pl.lit(f"not drawn by clean.mix ({source}: {weight})").alias("reason")))
+    return pl.concat(out) if out else pl.DataFrame(schema={"source": pl.String, "row": pl.String, "reason": pl.String})
+
+
+def reason_kind(reason: str) -> str:
+    """A reason with its particulars (names, numbers, ids) blanked, for counting in metrics."""
+    return re.sub(r"'[^']*'|\"[^\"]*\"|\b[0-9a-f]{16}\b|\d+", "…", reason)
+
+
+def clean(raw: dict[str, tuple[str, pl.DataFrame]], p: dict) -> tuple[dict[str, pl.DataFrame], dict, dict]:
+    """raw: source -> (format, raw frame). Returns the five tables, metrics and timings."""
+    from ladder.formats import parse_source, raw_json
+
+    parsed, timings, extra = {}, {}, Counter()
+    for source, (fmt, df) in raw.items():
+        start = time.perf_counter()
+        parsed[source] = parse_source(df, source, fmt, p, file=f"data/raw/{source}.parquet")
+        timings[source] = {"rows": df.height, "seconds": round(time.perf_counter() - start, 3)}
+        extra.update({f"{source}: {k}": v for k, v in parsed[source].dropped.items()})
+    tables = {t: pl.concat([parsed[s].tables[t] for s in raw] or [pl.DataFrame(schema=SCHEMAS[t])]) for t in TABLES}
+    drops: list[pl.DataFrame] = []
+    for t in TABLES:
+        drop(tables, t, filter_reasons(t, tables[t], p), drops)
+        if p.get("dedup", True):
+            key = dedup_key(t)
+            drop(tables, t, pl.when(~key.is_first_distinct()).then(pl.lit("duplicate of ") + pl.col("id").first().over(key)), drops)
+    splits = assign_split(tables, p["eval_fraction"], p["seed"])
+    mixed_out = mix_reason(splits, p.get("mix") or {}, p["seed"])
+    for t in TABLES:
+        tables[t] = tables[t].join(splits, on=["source", "row"], how="left", maintain_order="left")
+        tables[t] = tables[t].join(mixed_out, on=["source", "row"], how="left", maintain_order="left")
+        drop(tables, t, pl.col("reason"), drops)
+        tables[t] = tables[t].drop("reason")
+    dropped = pl.concat(drops)
+
+    rejects = [r for s in raw for r in parsed[s].rejects]
+    used = pl.concat([tables[t].select("source", "row") for t in TABLES]).unique()
+    for source, (fmt, df) in raw.items():
+        lost = dropped.filter(pl.col("source") == source).join(used, on=["source", "row"], how="anti") \
+            .unique(["row"], keep="first", maintain_order=True)
+        if lost.height:
+            index = _row_index(df, fmt)
+            rejects += [{"source": source, "row": row, "reason": reason, "raw": raw_json(df.row(index[row], named=True))}
+                        for row, reason in lost.select("row", "reason").iter_rows()]
+    rejects_df = pl.DataFrame(rejects, schema=SCHEMAS["rejects"], orient="row") if rejects else pl.DataFrame(schema=SCHEMAS["rejects"])
+    tables["rejects"] = rejects_df
+    return tables, clean_metrics(raw, tables, dropped, extra), timings
+
+
+def _row_index(df: pl.DataFrame, fmt: str) -> dict[str, int]:
+    from ladder.formats import FORMATS
+    column = FORMATS[fmt].id_column
+    keys = df[column].to_list() if column else range(df.height)
+    return {str(k): i for i, k in reversed(list(enumerate(keys)))}
+
+
+def clean_metrics(raw: dict, tables: dict, dropped: pl.DataFrame, extra: Counter) -> dict:
+    used = pl.concat([tables[t].select("source", "row") for t in TABLES]).unique()
+    rejects = tables["rejects"]
+    sources = {}
+    for source, (fmt, df) in raw.items():
+        mine = rejects.filter(pl.col("source") == source)
+        n_used = used.filter(pl.col("source") == source).height
+        if n_used + mine.height != df.height:  # every row used or rejected, never both, never neither
+            raise RuntimeError(f"source {source!r}: {df.height} rows but {n_used} used + {mine.height} rejected")
+        sources[source] = {"format": fmt, "rows": df.height, "used": n_used, "rejected": mine.height,
+                           "reject_reasons": dict(sorted(Counter(reason_kind(r) for r in mine["reason"]).items()))}
+    drops = {t: dict(sorted(Counter(reason_kind(r) for r in dropped.filter(pl.col("table") == t)["reason"]).items()))
+             for t in TABLES}
+    counts = {t: {s: tables[t].filter(pl.col("split") == s).height for s in ("train", "eval")} for t in TABLES}
+    return {"sources": sources, "records": counts, "dropped_records": drops,
+            "not_made": dict(sorted(extra.items())), "rejected_rows": rejects.height}
+
+
+@click.command(help=__doc__)
+@click.option("--params", "params_file", default="params.yaml", show_default=True)
+@click.option("--raw-dir", default="data/raw", show_default=True)
+@click.option("--out-dir", default="data/clean", show_default=True)
+def main(params_file: str, raw_dir: str, out_dir: str) -> None:
+    from ladder.io import write_json, write_parquet
+    from ladder.params import load_params
+    from ladder.sources import read_raw
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    params = load_params(params_file)
+    start = time.perf_counter()
+    raw = {name: (spec["format"], read_raw(Path(raw_dir) / f"{name}.parquet"))
+           for name, spec in params["fetch"]["sources"].items()}
+    tables, metrics, timings = clean(raw, params["clean"])
+    for name, df in tables.items():
+        write_parquet(df, Path(out_dir) / f"{name}.parquet")
+        log.info("%s: %d records", name, df.height)
+    write_json(metrics, "metrics/clean.json")
+    write_json({"seconds": round(time.perf_counter() - start, 3), "parse": timings}, "metrics/timings/clean.json")
+
+
+if __name__ == "__main__":
+    main()

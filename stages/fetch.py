@@ -1,0 +1,75 @@
+"""fetch: bring one data source or one starting model into the pipeline.
+
+Reads   params.yaml `fetch` (sources: a local `path` or a `hub` id + pinned `revision` [+ `split`];
+        base_model / judge_model with their revisions), HF_TOKEN from the environment or .env.
+Writes  data/raw/<source>.parquet with the source's own columns (one DVC stage per source), or
+        models/base and models/judge_base as plain transformers folders (safetensors, tokenizer,
+        chat template).
+
+Usage:
+    python -m stages.fetch --source chai
+    python -m stages.fetch --model base        # or: --model judge
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import click
+
+from ladder.params import section
+
+log = logging.getLogger("ladder.fetch")
+MODEL_TARGETS = {"base": "models/base", "judge": "models/judge_base"}
+
+
+def fetch_source(spec: dict, name: str, out_dir: str | Path = "data/raw") -> Path:
+    from ladder.sources import read_source, write_raw
+
+    frame, json_columns = read_source(spec, name)
+    target = Path(out_dir) / f"{name}.parquet"
+    write_raw(frame, json_columns, target)
+    where = spec.get("path") or f"{spec.get('hub')}@{spec.get('revision')}"
+    log.info("source %s (%s): %d rows, %d columns from %s -> %s", name, spec.get("format"), frame.height,
+             frame.width, where, target)
+    if json_columns:
+        log.info("source %s: columns of mixed types kept as JSON text: %s", name, ", ".join(json_columns))
+    return target
+
+
+def fetch_model(params: dict, which: str) -> Path:
+    from ladder.models import materialize
+    from ladder.sources import hf_token
+
+    spec = params[f"{which}_model"]
+    revision = params.get(f"{which}_revision")
+    target = Path(MODEL_TARGETS[which])
+    materialize(spec, target, revision=revision, seed=params.get("seed", 0),
+                token=None if spec.startswith(("bundled:", "tiny:")) else hf_token())
+    log.info("model %s: %s%s -> %s", which, spec, f"@{revision}" if revision else "", target)
+    return target
+
+
+@click.command(help=__doc__)
+@click.option("--source", help="name of a source in params fetch.sources")
+@click.option("--model", type=click.Choice(sorted(MODEL_TARGETS)), help="which starting model to fetch")
+@click.option("--params", "params_file", default="params.yaml", show_default=True)
+def main(source: str | None, model: str | None, params_file: str) -> None:
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if bool(source) == bool(model):
+        raise click.UsageError("give exactly one of --source NAME or --model base|judge")
+    params = section("fetch", params_file)
+    start = time.perf_counter()
+    if source:
+        sources = params.get("sources") or {}
+        if source not in sources:
+            raise click.BadParameter(f"{source!r} is not in fetch.sources ({', '.join(sources)})", param_hint="--source")
+        fetch_source(sources[source], source)
+    else:
+        fetch_model(params, model)
+    log.info("done in %.1f s", time.perf_counter() - start)
+
+
+if __name__ == "__main__":
+    main()
