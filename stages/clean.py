@@ -27,23 +27,47 @@ from ladder.records import SCHEMAS, TABLES, unit_interval
 log = logging.getLogger("ladder.clean")
 
 
-def _norm(expr: pl.Expr) -> pl.Expr:
-    return expr.str.normalize("NFKC").str.to_lowercase().str.replace_all(r"\s+", " ").str.strip_chars()
+def _norm(text: pl.Expr) -> pl.Expr:
+    """Text for exact dedup: lower case, any run of blanks as one space (NFKC is left out: it costs
+    more than the rest of the stage on 200k conversations)."""
+    return (text.str.to_lowercase().str.replace_many(["\n", "\t"], [" ", " "])
+            .str.replace_all(" {2,}", " ").str.strip_chars())
 
 
-def _render(messages: pl.Expr) -> pl.Expr:
-    return messages.list.eval(pl.element().struct.field("role") + ": " + pl.element().struct.field("content")
-                              ).list.join("\n")
+def message_keys(df: pl.DataFrame, column: str) -> pl.DataFrame:
+    """Per record of a messages column, in order: `_turns` (not counting system), `_shortest`,
+    `_longest`, `_total` (characters), `_key` (the normalised conversation) and `_prompt` (the
+    normalised part before its last assistant message: what a model is asked to continue)."""
+    lines = (df.select(pl.int_range(pl.len(), dtype=pl.UInt32).alias("_r"),
+                       pl.int_ranges(0, pl.col(column).list.len()).alias("_p"), column)
+             .explode([column, "_p"])
+             .select("_r", "_p", pl.col(column).struct.field("role"),
+                     pl.col(column).struct.field("content").str.len_chars().alias("_len"),
+                     (pl.col(column).struct.field("role") + ": " + _norm(pl.col(column).struct.field("content")))
+                     .alias("_line")))
+    before_reply = pl.col("_p") < pl.col("_p").filter(pl.col("role") == "assistant").max().fill_null(0)
+    keys = lines.group_by("_r", maintain_order=True).agg(
+        (pl.col("role") != "system").sum().alias("_turns"), pl.col("_len").min().alias("_shortest"),
+        pl.col("_len").max().alias("_longest"), pl.col("_len").sum().alias("_total"),
+        pl.col("_line").str.join("\n").alias("_key"),
+        (pl.col("_line").str.len_chars().filter(before_reply).sum() + before_reply.sum() - 1).alias("_cut"))
+    return keys.select(pl.exclude("_r", "_cut"), pl.col("_key").str.slice(0, pl.col("_cut").clip(0)).alias("_prompt"))
 
 
-def _before_last_reply(messages: pl.Expr) -> pl.Expr:
-    """The prompt of a conversation: everything before its last assistant message."""
-    last = messages.list.eval(pl.element().struct.field("role") == "assistant").list.eval(
-        pl.int_range(pl.len()).filter(pl.element()).last()).list.first()
-    return messages.list.head(last.fill_null(0))
+def with_keys(table: str, df: pl.DataFrame) -> pl.DataFrame:
+    """The table with the helper columns its filters, dedup and split need (dropped before writing)."""
+    if table == "arena":
+        prompt = _norm(pl.col("prompt"))
+        return df.with_columns(prompt.alias("_prompt"), (prompt + "\x1e" + _norm(pl.col("response_a")) + "\x1e"
+                                                         + _norm(pl.col("response_b"))).alias("_key"))
+    if table != "preferences":
+        return pl.concat([df, message_keys(df, "messages")], how="horizontal")
+    keys = message_keys(df, "prompt").with_columns(pl.col("_key").alias("_prompt"))  # the whole prompt
+    return pl.concat([df, keys], how="horizontal").with_columns(
+        (pl.col("_key") + "\x1e" + _norm(pl.col("chosen")) + "\x1e" + _norm(pl.col("rejected"))).alias("_key"))
 
 
-def filter_reasons(table: str, df: pl.DataFrame, p: dict) -> pl.Expr:
+def filter_reasons(table: str, p: dict) -> pl.Expr:
     """The reason a record is dropped by the `clean` filters, or null to keep it."""
     none = pl.lit(None, dtype=pl.String)
     if table == "arena":
@@ -53,33 +77,16 @@ def filter_reasons(table: str, df: pl.DataFrame, p: dict) -> pl.Expr:
     if table == "preferences":
         replies = pl.max_horizontal(pl.col("chosen").str.len_chars(), pl.col("rejected").str.len_chars())
         return (pl.when(replies > p["max_message_chars"]).then(pl.lit("reply longer than max_message_chars"))
-                .when(_render(pl.col("prompt")).str.len_chars() > p["max_conversation_chars"])
+                .when(pl.col("_total") > p["max_conversation_chars"])
                 .then(pl.lit("prompt longer than max_conversation_chars")).otherwise(none))
-    lengths = pl.col("messages").list.eval(pl.element().struct.field("content").str.len_chars())
-    turns = pl.col("messages").list.eval(pl.element().struct.field("role") != "system").list.sum()
-    total = lengths.list.sum()
-    reason = (pl.when(turns < p["min_turns"]).then(pl.lit(f"fewer than {p['min_turns']} messages"))
-              .when(lengths.list.min() < p["min_message_chars"]).then(pl.lit("message shorter than min_message_chars"))
-              .when(lengths.list.max() > p["max_message_chars"]).then(pl.lit("message longer than max_message_chars"))
-              .when(total < p["min_conversation_chars"]).then(pl.lit("conversation shorter than min_conversation_chars"))
-              .when(total > p["max_conversation_chars"]).then(pl.lit("conversation longer than max_conversation_chars")))
+    reason = (pl.when(pl.col("_turns") < p["min_turns"]).then(pl.lit(f"fewer than {p['min_turns']} messages"))
+              .when(pl.col("_shortest") < p["min_message_chars"]).then(pl.lit("message shorter than min_message_chars"))
+              .when(pl.col("_longest") > p["max_message_chars"]).then(pl.lit("message longer than max_message_chars"))
+              .when(pl.col("_total") < p["min_conversation_chars"]).then(pl.lit("conversation shorter than min_conversation_chars"))
+              .when(pl.col("_total") > p["max_conversation_chars"]).then(pl.lit("conversation longer than max_conversation_chars")))
     if table == "conversations" and p["sft_requires_thumbs_up"]:
         reason = reason.when(pl.col("thumbs_up") == False).then(pl.lit("thumbs down (sft_requires_thumbs_up)"))  # noqa: E712
     return reason.otherwise(none)
-
-
-def dedup_key(table: str) -> pl.Expr:
-    if table == "preferences":
-        return _norm(_render(pl.col("prompt")) + "\x1e" + pl.col("chosen") + "\x1e" + pl.col("rejected"))
-    if table == "arena":
-        return _norm(pl.col("prompt") + "\x1e" + pl.col("response_a") + "\x1e" + pl.col("response_b"))
-    return _norm(_render(pl.col("messages")))
-
-
-def prompt_key(table: str) -> pl.Expr:
-    if table == "arena":
-        return _norm(pl.col("prompt"))
-    return _norm(_render(pl.col("prompt") if table == "preferences" else _before_last_reply(pl.col("messages"))))
 
 
 def drop(tables: dict, table: str, reason: pl.Expr, log_of_drops: list) -> None:
@@ -92,7 +99,8 @@ def drop(tables: dict, table: str, reason: pl.Expr, log_of_drops: list) -> None:
 def assign_split(tables: dict, fraction: float, seed: int) -> pl.DataFrame:
     """(source, row, split): eval when the row's stable hash falls under `fraction`, then widened until
     no prompt of an eval record is also the prompt of a train record."""
-    keys = pl.concat([tables[t].select("source", "row", prompt_key(t).alias("prompt")) for t in TABLES])
+    keys = pl.concat([tables[t].select("source", "row", pl.col("_prompt").alias("prompt")) for t in TABLES])
+    keys = keys.filter(pl.col("prompt") != "")  # a greeting alone is nobody's prompt
     rows = keys.select("source", "row").unique(maintain_order=True)
     rows = rows.with_columns(pl.Series("eval", [unit_interval(seed, "split", s, r) < fraction
                                                 for s, r in rows.iter_rows()], dtype=pl.Boolean))
@@ -143,17 +151,19 @@ def clean(raw: dict[str, tuple[str, pl.DataFrame]], p: dict) -> tuple[dict[str, 
     tables = {t: pl.concat([parsed[s].tables[t] for s in raw] or [pl.DataFrame(schema=SCHEMAS[t])]) for t in TABLES}
     drops: list[pl.DataFrame] = []
     for t in TABLES:
-        drop(tables, t, filter_reasons(t, tables[t], p), drops)
+        tables[t] = with_keys(t, tables[t])
+        drop(tables, t, filter_reasons(t, p), drops)
         if p.get("dedup", True):
-            key = dedup_key(t)
-            drop(tables, t, pl.when(~key.is_first_distinct()).then(pl.lit("duplicate of ") + pl.col("id").first().over(key)), drops)
+            first = ~pl.col("_key").is_first_distinct()
+            drop(tables, t, pl.when(first).then(pl.lit("duplicate of ") + pl.col("id").first().over("_key")), drops)
     splits = assign_split(tables, p["eval_fraction"], p["seed"])
     mixed_out = mix_reason(splits, p.get("mix") or {}, p["seed"])
     for t in TABLES:
         tables[t] = tables[t].join(splits, on=["source", "row"], how="left", maintain_order="left")
         tables[t] = tables[t].join(mixed_out, on=["source", "row"], how="left", maintain_order="left")
         drop(tables, t, pl.col("reason"), drops)
-        tables[t] = tables[t].drop("reason")
+        tables[t] = tables[t].drop("reason", "_turns", "_shortest", "_longest", "_total", "_key", "_prompt",
+                                   strict=False)
     dropped = pl.concat(drops)
 
     rejects = [r for s in raw for r in parsed[s].rejects]

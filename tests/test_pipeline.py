@@ -1,0 +1,89 @@
+"""End to end: real `dvc repro` on the smoke settings in a temporary git repository."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from ladder.params import load_params
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.e2e
+
+
+def run(cmd: list[str], cwd: Path) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@t"}
+    done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}"
+    return done.stdout + done.stderr
+
+
+def ran(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([^']+)'", output))
+
+
+def md5(path: Path) -> str:
+    return hashlib.md5(path.read_bytes()).hexdigest()
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory) -> Path:
+    """A copy of the project's files (what git would commit) with the smoke params, as a fresh repo."""
+    root = tmp_path_factory.mktemp("ladder")
+    listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
+                            capture_output=True, text=True, check=True).stdout.split("\n")
+    for name in filter(None, listed):
+        if name == "dvc.lock" or name.startswith("metrics/") or not (REPO / name).is_file():
+            continue
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / name, root / name)
+    shutil.copyfile(root / "recipes/smoke.yaml", root / "params.yaml")
+    run(["git", "init", "-q"], root)
+    run(["git", "add", "-A"], root)
+    run(["git", "commit", "-qm", "smoke"], root)
+    return root
+
+
+def test_repro_runs_everything_then_nothing(project):
+    sources = list(load_params(project / "params.yaml")["fetch"]["sources"])
+    first = run(["dvc", "repro"], project)
+    assert ran(first) == {*(f"fetch@{s}" for s in sources), "fetch_model@base", "fetch_model@judge", "clean"}
+    for name in sources:
+        assert pl.read_parquet(project / f"data/raw/{name}.parquet").height > 0
+    for table in ("conversations", "preferences", "feedback", "arena"):
+        assert pl.read_parquet(project / f"data/clean/{table}.parquet").height > 0
+    assert (project / "models/base/config.json").is_file() and (project / "models/judge_base/config.json").is_file()
+    metrics = json.loads((project / "metrics/clean.json").read_text())
+    for name, m in metrics["sources"].items():
+        assert m["used"] + m["rejected"] == m["rows"] > 0, name
+    second = run(["dvc", "repro"], project)
+    assert ran(second) == set() and "up to date" in second
+
+
+def test_forced_clean_gives_the_same_bytes(project):
+    outputs = [*(project / "data/clean").glob("*.parquet"), project / "metrics/clean.json"]
+    before = {p.name: md5(p) for p in outputs}
+    run(["dvc", "repro", "--force", "--single-item", "clean"], project)
+    assert {p.name: md5(p) for p in outputs} == before
+
+
+def test_changing_one_source_reruns_only_its_fetch_and_clean(project):
+    custom = project / "data/custom/anime.jsonl"
+    custom.parent.mkdir(parents=True)
+    lines = (project / "data/samples/roleplay_anime.jsonl").read_text().splitlines(keepends=True)
+    custom.write_text("".join(lines[:40]))
+    params = project / "params.yaml"
+    params.write_text(params.read_text().replace("data/samples/roleplay_anime.jsonl", "data/custom/anime.jsonl"))
+    output = run(["dvc", "repro"], project)
+    assert ran(output) == {"fetch@anime", "clean"}
+    assert json.loads((project / "metrics/clean.json").read_text())["sources"]["anime"]["rows"] == 40

@@ -1,0 +1,139 @@
+"""Reading sources (local files and hub snapshots laid out as the hub lays them out), params, atomic writes."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from ladder.io import atomic_path
+from ladder.params import load_params
+from ladder.sources import hf_token, read_file, read_raw, read_source, split_files, write_raw
+from stages.clean import clean
+
+REPO = Path(__file__).resolve().parents[1]
+ROWS = [{"history": [{"sender": "Bot", "value": "Hi"}, {"sender": "user", "value": "Yo"}], "accepted": "Hey you",
+         "rejected": ["meh", "ok"]},
+        {"history": [{"sender": "Bot", "value": "Hi"}, {"sender": "user", "value": "Sup"}], "accepted": "Ahoy",
+         "rejected": "nah"}]
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".json", ".parquet", ".csv"])
+def test_every_file_type_keeps_the_source_columns(tmp_path, suffix):
+    rows = [{"id": "a", "prompt": "p", "n": 1}, {"id": "b", "prompt": "q ünï", "n": 2}]
+    path = tmp_path / f"data{suffix}"
+    if suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    elif suffix == ".json":
+        path.write_text(json.dumps({"data": rows}))
+    elif suffix == ".parquet":
+        pl.DataFrame(rows).write_parquet(path)
+    else:
+        pl.DataFrame(rows).write_csv(path)
+    frame, encoded = read_file(path)
+    assert frame.columns == ["id", "prompt", "n"] and encoded == []
+    assert frame.to_dicts() == rows
+
+
+def test_mixed_type_column_round_trips_through_the_raw_table(tmp_path):
+    path = tmp_path / "dpo.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in ROWS) + "{not json\n")
+    frame, encoded = read_source({"format": "chai_dpo", "path": str(path)}, "dpo")
+    assert encoded == ["rejected"]
+    write_raw(frame, encoded, tmp_path / "raw.parquet")
+    back = read_raw(tmp_path / "raw.parquet")
+    assert back["rejected"].to_list()[:2] == [["meh", "ok"], "nah"]
+    tables, metrics, _ = clean({"dpo": ("chai_dpo", back)}, {
+        "seed": 0, "eval_fraction": 0.0, "min_turns": 1, "min_message_chars": 1, "max_message_chars": 100,
+        "min_conversation_chars": 1, "max_conversation_chars": 1000, "sft_requires_thumbs_up": True,
+        "swipe_pairs": True, "arena_languages": [], "dedup": True, "mix": {}})
+    assert tables["preferences"]["rejected"].to_list() == ["meh", "ok", "nah"]
+    # The line that was not JSON is a row of its own, rejected with a reason rather than lost.
+    [reject] = tables["rejects"].to_dicts()
+    assert reject["row"] == "2" and "history" in reject["reason"] and "not json" in reject["raw"]
+
+
+def test_missing_file_is_named(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nowhere.jsonl"):
+        read_source({"format": "messages", "path": str(tmp_path / "nowhere.jsonl")}, "x")
+
+
+def hub_cache(root: Path, repo: str, commit: str) -> Path:
+    """A dataset snapshot in the local hub cache, laid out exactly as huggingface_hub lays it out."""
+    snapshot = root / f"datasets--{repo.replace('/', '--')}" / "snapshots" / commit
+    (snapshot / "data").mkdir(parents=True)
+    (root / f"datasets--{repo.replace('/', '--')}" / "refs").mkdir()
+    (root / f"datasets--{repo.replace('/', '--')}" / "refs" / "main").write_text(commit)
+    for shard, rows in enumerate([ROWS[:1], ROWS[1:]]):
+        (snapshot / "data" / f"train-0000{shard}-of-00002.jsonl").write_text(
+            "".join(json.dumps(r) + "\n" for r in rows))
+    (snapshot / "data" / "test-00000-of-00001.jsonl").write_text(json.dumps(ROWS[0]) + "\n")
+    (snapshot / "README.md").write_text("# card\n")
+    return snapshot
+
+
+def test_split_files_pick_the_split(tmp_path):
+    snapshot = hub_cache(tmp_path, "org/chai-dpo", "c" * 40)
+    assert [p.name for p in split_files(snapshot, "train")] == ["train-00000-of-00002.jsonl",
+                                                                "train-00001-of-00002.jsonl"]
+    assert [p.name for p in split_files(snapshot, "test")] == ["test-00000-of-00001.jsonl"]
+    with pytest.raises(FileNotFoundError, match="validation"):
+        split_files(snapshot, "validation")
+
+
+def test_fetch_stage_reads_a_pinned_hub_snapshot_offline(tmp_path):
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    hub_cache(tmp_path / "hub", "org/chai-dpo", commit)
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "params.yaml").write_text(
+        f"fetch:\n  sources:\n    dpo: {{format: chai_dpo, hub: org/chai-dpo, revision: '{commit}', split: train}}\n")
+    (work / ".env").write_text("HF_TOKEN=hf_secret_value_123\n")
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    env.pop("HF_TOKEN", None)
+    done = subprocess.run([sys.executable, "-m", "stages.fetch", "--source", "dpo"], cwd=work, env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    back = read_raw(work / "data/raw/dpo.parquet")
+    assert back.height == 2 and back["accepted"].to_list() == ["Hey you", "Ahoy"]
+    assert "hf_secret_value_123" not in done.stdout + done.stderr
+    assert b"hf_secret_value_123" not in (work / "data/raw/dpo.parquet").read_bytes()
+
+
+def test_hub_source_needs_a_pinned_revision():
+    with pytest.raises(ValueError, match="revision"):
+        read_source({"format": "chai_dpo", "hub": "org/x"}, "x")
+
+
+def test_hf_token_from_env_file(tmp_path, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN", raising=False)
+    assert hf_token(tmp_path / ".env") is None
+    (tmp_path / ".env").write_text("HF_TOKEN=hf_abc\n")
+    assert hf_token(tmp_path / ".env") == "hf_abc"
+    monkeypatch.setenv("HF_TOKEN", "hf_env")
+    assert hf_token(tmp_path / ".env") == "hf_env"
+
+
+def test_params_are_read_as_yaml_1_2(tmp_path):
+    (tmp_path / "params.yaml").write_text("sft:\n  lr: 3e-05\n  on: yes\n")
+    params = load_params(tmp_path / "params.yaml")
+    assert params["sft"]["lr"] == pytest.approx(3e-5) and isinstance(params["sft"]["lr"], float)
+    assert params["sft"]["on"] == "yes"  # YAML 1.2: only true/false are booleans
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out" / "model"
+    with pytest.raises(RuntimeError):
+        with atomic_path(target) as tmp:
+            tmp.mkdir()
+            (tmp / "weights").write_text("half")
+            raise RuntimeError("crash")
+    assert not target.exists() and list((tmp_path / "out").iterdir()) == []
+    with atomic_path(target) as tmp:
+        tmp.mkdir()
+        (tmp / "weights").write_text("whole")
+    assert (target / "weights").read_text() == "whole"
