@@ -47,7 +47,7 @@ def project(tmp_path_factory) -> Path:
             continue
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, root / name)
-    shutil.copyfile(root / "recipes/smoke.yaml", root / "params.yaml")
+    subprocess.run([sys.executable, "-m", "ladder.recipes", "smoke"], cwd=root, check=True)
     run(["git", "init", "-q"], root)
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-qm", "smoke"], root)
@@ -57,7 +57,8 @@ def project(tmp_path_factory) -> Path:
 def test_repro_runs_everything_then_nothing(project):
     sources = list(load_params(project / "params.yaml")["fetch"]["sources"])
     first = run(["dvc", "repro"], project)
-    assert ran(first) == {*(f"fetch@{s}" for s in sources), "fetch_model@base", "fetch_model@judge", "clean"}
+    assert ran(first) == {*(f"fetch@{s}" for s in sources), "fetch_model@base", "fetch_model@judge", "clean",
+                          "reward", "score"}
     for name in sources:
         assert pl.read_parquet(project / f"data/raw/{name}.parquet").height > 0
     for table in ("conversations", "preferences", "feedback", "arena"):
@@ -77,6 +78,15 @@ def test_forced_clean_gives_the_same_bytes(project):
     assert {p.name: md5(p) for p in outputs} == before
 
 
+def test_changing_the_filter_reruns_scoring_only(project):
+    params = project / "params.yaml"
+    params.write_text(params.read_text().replace("filter: {keep_top: 0.9}", "filter: {keep_top: 0.5}"))
+    output = run(["dvc", "repro"], project)
+    assert ran(output) == {"score"}
+    metrics = json.loads((project / "metrics/score.json").read_text())
+    assert metrics["sft"]["train"]["kept"] == round(0.5 * metrics["sft"]["train"]["scored"])
+
+
 def test_changing_one_source_reruns_only_its_fetch_and_clean(project):
     custom = project / "data/custom/anime.jsonl"
     custom.parent.mkdir(parents=True)
@@ -85,5 +95,5 @@ def test_changing_one_source_reruns_only_its_fetch_and_clean(project):
     params = project / "params.yaml"
     params.write_text(params.read_text().replace("data/samples/roleplay_anime.jsonl", "data/custom/anime.jsonl"))
     output = run(["dvc", "repro"], project)
-    assert ran(output) == {"fetch@anime", "clean"}
+    assert ran(output) == {"fetch@anime", "clean", "score"}  # reward reads feedback only, which did not change
     assert json.loads((project / "metrics/clean.json").read_text())["sources"]["anime"]["rows"] == 40

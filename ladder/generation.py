@@ -1,0 +1,49 @@
+"""Sampling replies from a chat model with its own saved chat template.
+
+Prompts are rendered with the model's chat template (the same rendering SFT and DPO train on), padded
+on the left, and generated in batches of similar length. On CPU, one seed gives the same replies.
+"""
+from __future__ import annotations
+
+
+def render_prompt(messages: list[dict], tokenizer) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+
+
+def sample_replies(model, tokenizer, prompts: list[list[dict]], n: int, sampling: dict, seed: int,
+                   batch_size: int = 8, max_input_tokens: int = 1024) -> list[list[str]]:
+    """`n` sampled replies per prompt (a list of messages), in prompt order. `sampling` holds
+    max_new_tokens, temperature, top_p, top_k and optionally stop (strings that end a reply)."""
+    import torch
+
+    tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    texts = [render_prompt(p, tokenizer) for p in prompts]
+    lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
+    order = sorted(range(len(texts)), key=lambda i: (lengths[i], i))
+    replies: list[list[str]] = [[] for _ in texts]
+    stop = list(sampling.get("stop") or [])
+    device = next(model.parameters()).device
+    torch.manual_seed(seed)
+    for start in range(0, len(order), batch_size):
+        batch = order[start:start + batch_size]
+        inputs = tokenizer([texts[i] for i in batch], return_tensors="pt", padding=True, truncation=True,
+                           max_length=max_input_tokens, add_special_tokens=False).to(device)
+        with torch.inference_mode():
+            out = model.generate(**inputs, do_sample=True, num_return_sequences=n,
+                                 max_new_tokens=sampling["max_new_tokens"], temperature=sampling["temperature"],
+                                 top_p=sampling["top_p"], top_k=sampling["top_k"],
+                                 pad_token_id=tokenizer.pad_token_id)
+        new = tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+        for k, text in enumerate(new):
+            replies[batch[k // n]].append(cut_at_stop(text, stop))
+    return replies
+
+
+def cut_at_stop(text: str, stop: list[str]) -> str:
+    """The reply up to the first stop string (Chai served replies up to the first newline)."""
+    for s in stop:
+        if s and s in text:
+            text = text[:text.index(s)]
+    return text.strip()

@@ -1,0 +1,44 @@
+"""Recipes: named sets of parameter overrides in recipes/<name>.yaml, applied on top of params.yaml.
+
+    python -m ladder.recipes smoke            # writes params.yaml with recipes/smoke.yaml merged in
+
+A recipe holds only what differs from the default, so it cannot drift from parameters it does not
+mention. Merging is by key, recursively; comments and order of params.yaml are kept.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from ruamel.yaml import YAML
+
+
+def merge(base: dict, overrides: dict) -> dict:
+    """`overrides` written into `base` (in place), key by key; a mapping merges, anything else replaces."""
+    for key, value in overrides.items():
+        if isinstance(value, dict) and isinstance(base.get(key), dict):
+            merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def apply(recipe: str | Path, params: str | Path = "params.yaml") -> None:
+    recipe = Path(recipe)
+    if not recipe.is_file():
+        recipe = Path("recipes") / f"{recipe}.yaml"
+    if not recipe.is_file():
+        raise FileNotFoundError(f"no recipe {recipe}")
+    yaml = YAML()  # round-trip: keeps comments and key order
+    yaml.width = 4096
+    yaml.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
+    data = yaml.load(Path(params).read_text(encoding="utf-8"))
+    merge(data, YAML(typ="safe", pure=True).load(recipe.read_text(encoding="utf-8")) or {})
+    with open(params, "w", encoding="utf-8") as out:
+        yaml.dump(data, out)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m ladder.recipes <name or path>")
+    apply(sys.argv[1])

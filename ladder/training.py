@@ -1,0 +1,92 @@
+"""What the training stages share: hardware choices, trainer arguments, dvclive logging, timings.
+
+Training curves go through dvclive, one `Live` per stage in dvclive/<stage>, rank 0 only, never
+`report_to="dvclive"` (it makes a default Live that rewrites dvc.yaml). Only figures that are the same
+on every CPU rerun reach dvclive and metrics/*.json; wall time and throughput go to
+metrics/timings/<stage>.json.
+"""
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+from typing import Any
+
+from transformers import TrainerCallback
+from transformers.integrations import DVCLiveCallback
+
+log = logging.getLogger("ladder.training")
+TIMING_WORDS = ("runtime", "per_second", "flos")
+
+
+def hardware() -> dict[str, Any]:
+    """The accelerator facts the stages choose by (logged by each stage)."""
+    import torch
+
+    cuda = torch.cuda.is_available()
+    return {"cuda": cuda, "bf16": cuda and torch.cuda.is_bf16_supported(),
+            "flash_attn": cuda and importlib.util.find_spec("flash_attn") is not None,
+            "device": torch.cuda.get_device_name(0) if cuda else "cpu"}
+
+
+def attn_implementation(hw: dict) -> str:
+    return "flash_attention_2" if hw["flash_attn"] else "sdpa"
+
+
+def trainer_arguments(trainer_params: dict, output_dir: str, seed: int, hw: dict, optim_gpu: str | None = None,
+                      optim_cpu: str = "adamw_torch") -> dict[str, Any]:
+    """Keyword arguments for a transformers / TRL config: the stage's `trainer` params passed through,
+    plus what the hardware decides (bf16, optimizer) unless params set it, and what keeps outputs clean."""
+    args = {"output_dir": output_dir, "seed": seed, "data_seed": seed, "report_to": "none",
+            "save_strategy": "no", "logging_steps": 10, "disable_tqdm": True, "dataloader_num_workers": 0,
+            "optim": (optim_gpu or "adamw_torch") if hw["cuda"] else optim_cpu}
+    if hw["bf16"]:
+        args["bf16"] = True
+    args.update(trainer_params or {})
+    return args
+
+
+def is_timing(key: str) -> bool:
+    return any(word in key for word in TIMING_WORDS)
+
+
+def split_timings(metrics: dict) -> tuple[dict, dict]:
+    """(figures that reproduce, figures that vary from run to run)."""
+    stable = {k: v for k, v in metrics.items() if not is_timing(k)}
+    return stable, {k: v for k, v in metrics.items() if is_timing(k)}
+
+
+class LiveCallback(DVCLiveCallback):
+    """transformers' DVCLiveCallback, minus what would make dvclive files differ between identical runs:
+    it logs the stage's own params rather than TrainingArguments (paths, hosts), and keeps run times and
+    throughput out of the curves (they go to the timing file through `timings`)."""
+
+    def __init__(self, stage: str, params: dict | None = None):
+        from dvclive import Live
+
+        super().__init__(live=Live(os.path.join("dvclive", stage), dvcyaml=False, save_dvc_exp=False))
+        self.params = params or {}
+        self.timings: dict[str, float] = {}
+
+    def setup(self, args, state, model):
+        self._initialized = True
+        if state.is_world_process_zero:
+            self.live.log_params(self.params)
+
+    def on_log(self, args, state, control, model=None, logs=None, **kwargs):
+        logs = dict(logs or {})
+        self.timings.update({k: v for k, v in logs.items() if is_timing(k)})
+        super().on_log(args, state, control, model=model, logs={k: v for k, v in logs.items() if not is_timing(k)},
+                       **kwargs)
+
+
+class StopAfter(TrainerCallback):
+    """Stop training after `steps` optimizer steps (the resume test kills a run part way this way)."""
+
+    def __init__(self, steps: int):
+        self.steps = steps
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if state.global_step >= self.steps:
+            control.should_training_stop = True
+        return control
