@@ -75,8 +75,8 @@ def per_row_parse(df: pl.DataFrame, source: str = "chai") -> dict[str, pl.DataFr
                 messages[-1]["content"] += "\n\n" + text
                 pending = []
                 continue
-            if role == "assistant" and messages:
-                row_pairs += [(p, list(messages), text, r) for p, r in pending if r and r != text]
+            if role == "assistant" and messages:  # chosen: this whole turn, known once the row is read
+                row_pairs += [(p, list(messages), len(messages), r) for p, r in pending if r]
             pending = []
             messages.append({"role": role, "content": text})
         if not ok:
@@ -88,7 +88,8 @@ def per_row_parse(df: pl.DataFrame, source: str = "chai") -> dict[str, pl.DataFr
             feedback.append({"id": stable_id(source, rid, "feedback", 0), "source": source, "row": rid,
                              "messages": messages, "label": float(row["thumbs_up"])})
         pairs += [{"id": stable_id(source, rid, "preferences", p), "source": source, "row": rid, "prompt": prompt,
-                   "chosen": chosen, "rejected": rejected} for p, prompt, chosen, rejected in row_pairs]
+                   "chosen": messages[turn]["content"], "rejected": rejected}
+                  for p, prompt, turn, rejected in row_pairs if rejected != messages[turn]["content"]]
     return {"conversations": pl.DataFrame(conversations, schema=SCHEMAS["conversations"]),
             "preferences": pl.DataFrame(pairs, schema=SCHEMAS["preferences"]),
             "feedback": pl.DataFrame(feedback, schema=SCHEMAS["feedback"])}

@@ -16,7 +16,7 @@ from collections import Counter
 import polars as pl
 
 from ladder.formats import DELETED, USER, Parsed, raw_json
-from ladder.records import SCHEMAS, stable_ids
+from ladder.records import INVALID_JSON, SCHEMAS, stable_ids
 
 MESSAGE_LIST = pl.List(pl.Struct({"name": pl.String, "text": pl.String}))
 NO_REASON = pl.lit(None, dtype=pl.String)
@@ -26,6 +26,9 @@ def _conform(df: pl.DataFrame) -> pl.DataFrame:
     """`_i`, `row`, `conversation`, `thumbs_up` in their expected types, and a `reason` for rows that
     cannot be parsed. A source column of mixed types arrives as Python objects and is checked per row."""
     conv, thumbs, reasons = df["conversation"], df["thumbs_up"], [None] * df.height
+    if INVALID_JSON in df.columns:
+        reasons = ["not a JSON object, or not valid Unicode (kept as the source line)" if v is not None else None
+                   for v in df[INVALID_JSON].to_list()]
     inner = conv.dtype.inner if isinstance(conv.dtype, pl.List) else None
     if isinstance(inner, pl.Struct) and {"name", "text"} <= {f.name for f in inner.fields}:
         conv = conv.list.eval(pl.struct(pl.element().struct.field("name").cast(pl.String),
@@ -113,9 +116,9 @@ def parse_chai_feedback(df: pl.DataFrame, source: str, options: dict) -> Parsed:
     rows = _conform(df)
     msgs = _messages(rows)
     problems = msgs.filter(pl.col("issue").is_not_null()).group_by("_i").agg(pl.col("issue").first())
-    rows = (rows.join(problems, on="_i", how="left")
+    rows = (rows.join(problems, on="_i", how="left", maintain_order="left")
             .with_columns(pl.coalesce("reason", "issue").alias("reason")).drop("issue"))
-    msgs = msgs.join(problems, on="_i", how="anti")
+    msgs = msgs.join(problems, on="_i", how="anti", maintain_order="left")
     kept, turns = _turns(msgs.filter(pl.col("role") != "deleted"))
     per_row = turns.group_by("_i", maintain_order=True).agg(
         pl.struct("role", pl.col("text").alias("content")).alias("messages"), pl.col("turn").first().alias("first_turn"))
@@ -130,7 +133,7 @@ def parse_chai_feedback(df: pl.DataFrame, source: str, options: dict) -> Parsed:
     dropped = Counter({"feedback: thumbs_up is missing": good.height - labelled.height})
     preferences = pl.DataFrame(schema=SCHEMAS["preferences"])
     if options.get("swipe_pairs", True):
-        preferences, skipped = _swipe_pairs(msgs, kept, good, source)
+        preferences, skipped = _swipe_pairs(msgs, kept, turns, good, source)
         dropped.update(skipped)
 
     rejected = rows.filter(pl.col("reason").is_not_null()).select("_i", "row", "reason")
@@ -140,14 +143,15 @@ def parse_chai_feedback(df: pl.DataFrame, source: str, options: dict) -> Parsed:
                    "arena": pl.DataFrame(schema=SCHEMAS["arena"])}, rejects, +dropped)
 
 
-def _swipe_pairs(msgs: pl.DataFrame, kept: pl.DataFrame, good: pl.DataFrame, source: str):
-    """Pair each swiped reply with the bot reply the user kept next; the prompt is the conversation
-    up to that reply. A swipe with no kept bot reply right after a user turn makes no pair."""
+def _swipe_pairs(msgs: pl.DataFrame, kept: pl.DataFrame, turns: pl.DataFrame, good: pl.DataFrame, source: str):
+    """Pair each swiped reply with the bot turn the user kept next (all of it, if the bot went on in
+    several messages); the prompt is the conversation up to that turn. A swipe with no kept bot reply
+    right after a user turn makes no pair."""
     swipes = (msgs.with_columns(pl.when(pl.col("role") != "deleted").then(pl.col("g")).backward_fill().alias("next"))
               .filter(pl.col("role") == "deleted"))
-    swipes = swipes.join(kept.select(pl.col("g").alias("next"), pl.col("_i").alias("next_i"),
-                                     pl.col("role").alias("next_role"), pl.col("text").alias("chosen"),
-                                     "starts", "turn"), on="next", how="left")
+    swipes = (swipes.join(kept.select(pl.col("g").alias("next"), pl.col("_i").alias("next_i"),
+                                      pl.col("role").alias("next_role"), "starts", "turn"), on="next", how="left")
+              .join(turns.select("turn", pl.col("text").alias("chosen")), on="turn", how="left"))
     swipes = (swipes.join(good.select("_i", "row", "messages", "first_turn"), on="_i", how="inner")
               .join(msgs.group_by("_i").agg(pl.col("g").min().alias("first_g")), on="_i")
               .with_columns((pl.col("g") - pl.col("first_g")).alias("pos")))

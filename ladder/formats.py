@@ -18,7 +18,7 @@ from typing import Any, Callable
 
 import polars as pl
 
-from ladder.records import TABLES, frame, normalize_text, stable_id
+from ladder.records import INVALID_JSON, TABLES, frame, normalize_text, stable_id
 
 USER = "Anonymous user"
 DELETED = " (deleted)"
@@ -58,6 +58,10 @@ def raw_json(row: dict) -> str:
 def _text(value: Any, what: str) -> str:
     if not isinstance(value, str):
         raise Malformed(f"{what} is not text ({type(value).__name__})")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate from a "\ud83d" escape: no UTF-8 file can hold it
+        raise Malformed(f"{what} is not valid Unicode text (a lone surrogate)") from None
     return value
 
 
@@ -141,8 +145,8 @@ def chai_prize_flat_row(row: dict, options: dict) -> list[tuple[str, dict]]:
     else:
         first = next((line for line in text.split("\n") if line.strip()), "")
         bot = first.split(":", 1)[0].strip() if ":" in first else ""
-    if not bot or bot == USER:
-        raise Malformed("conversation: cannot tell the bot's name (no persona header, no greeting)")
+    if not bot or bot == USER or bot.endswith(DELETED):
+        raise Malformed("conversation: cannot tell the bot's name (no persona header, no kept greeting)")
     turns += speaker_lines(text, {USER: "user", bot: "assistant", bot + DELETED: None}, "conversation")
     messages = conversation(finish_messages([(r, t) for r, t in turns if r is not None]))
     label = float(_bool(row["thumbs_up"], "thumbs_up"))
@@ -251,7 +255,7 @@ def _turn_list(value: Any, what: str) -> str:
         turns = [turns]
     if not isinstance(turns, list) or not all(t is None or isinstance(t, str) for t in turns):
         raise Malformed(f"{what} is not a list of text turns")
-    return "\n\n".join(normalize_text(t) for t in turns if t and t.strip())
+    return "\n\n".join(normalize_text(_text(t, what)) for t in turns if t and t.strip())
 
 
 def arena_lmsys_row(row: dict, options: dict) -> list[tuple[str, dict]]:
@@ -276,6 +280,8 @@ def parse_rows(df: pl.DataFrame, source: str, fmt: Format, options: dict,
     for index, row in enumerate(df.iter_rows(named=True)):
         row_id = str(index) if fmt.id_column is None else row[fmt.id_column]
         try:
+            if row.get(INVALID_JSON) is not None:
+                raise Malformed("not a JSON object, or not valid Unicode (kept as the source line)")
             if row_id is None:
                 raise Malformed(f"{fmt.id_column} is missing")
             row_id = str(row_id)

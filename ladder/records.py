@@ -22,6 +22,7 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
     "rejects": {"source": pl.String, "row": pl.String, "reason": pl.String, "raw": pl.String},
 }
 TABLES = ("conversations", "preferences", "feedback", "arena")
+INVALID_JSON = "_invalid_json"  # the column a source line that is not a JSON object is kept in (fetch -> clean)
 WINNERS = ("model_a", "model_b", "tie")
 
 

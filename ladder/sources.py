@@ -17,9 +17,10 @@ from typing import Any, Callable
 import polars as pl
 import pyarrow as pa
 
+from ladder.records import INVALID_JSON
+
 SUFFIXES = (".parquet", ".jsonl", ".json", ".csv")
 JSON_COLUMNS_KEY = b"ladder.json_columns"
-INVALID_JSON = "_invalid_json"
 
 
 def hf_token(env_file: str | Path = ".env") -> str | None:
@@ -63,7 +64,8 @@ def _read_json_records(path: Path) -> list[dict]:
             continue
         try:
             record = json.loads(line)
-        except json.JSONDecodeError:
+            json.dumps(record, ensure_ascii=False).encode("utf-8")  # lone surrogates cannot be stored
+        except (json.JSONDecodeError, UnicodeEncodeError):
             record = None
         records.append(record if isinstance(record, dict) else {INVALID_JSON: line})
     return records
@@ -87,7 +89,8 @@ def split_files(folder: Path, split: str | None) -> list[Path]:
     """The data files of a hub snapshot for one split, laid out as the hub lays them out
     (data/train-00000-of-00002.parquet, train.jsonl, ...)."""
     files = sorted(p for p in folder.rglob("*") if p.suffix in SUFFIXES and p.is_file()
-                   and not any(part.startswith(".") for part in p.relative_to(folder).parts))
+                   and not any(part.startswith(".") for part in p.relative_to(folder).parts)
+                   and not p.name.startswith("dataset_info"))  # the hub's metadata, not data
     if split:
         token = re.compile(rf"(^|[/_.-]){re.escape(split)}([/_.-]|$)")
         files = [p for p in files if token.search(p.relative_to(folder).as_posix())]
@@ -113,19 +116,14 @@ def read_source(spec: dict, name: str, downloader: Callable[..., Path] = downloa
         files = split_files(downloader(spec["hub"], spec["revision"], hf_token()), spec.get("split"))
     else:
         raise ValueError(f"source {name!r}: give either `path` or `hub` (+ `revision`)")
-    frames, json_columns = [], set()
+    if len(files) == 1:
+        return read_file(files[0])
+    # Shards of one split may disagree on a column's type: build one table from every record, so the
+    # type (or the JSON encoding of a mixed column) is decided once, over all of them.
+    records = []
     for file in files:
-        frame, encoded = read_file(file)
-        frames.append(frame)
-        json_columns.update(encoded)
-    if len(frames) > 1:  # shards of one split: align types, encode any column that disagrees
-        frames = [f.with_columns(pl.col(c).cast(pl.String) for c in json_columns if c in f.columns) for f in frames]
-        try:
-            return pl.concat(frames, how="diagonal_relaxed"), sorted(json_columns)
-        except pl.exceptions.PolarsError:
-            records = [r for f in frames for r in f.to_dicts()]
-            return _records_to_frame(records)
-    return frames[0], sorted(json_columns)
+        records += _read_json_records(file) if file.suffix in (".jsonl", ".json") else read_file(file)[0].to_dicts()
+    return _records_to_frame(records)
 
 
 def write_raw(frame: pl.DataFrame, json_columns: list[str], target: str | Path) -> None:

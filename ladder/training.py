@@ -33,15 +33,23 @@ def attn_implementation(hw: dict) -> str:
     return "flash_attention_2" if hw["flash_attn"] else "sdpa"
 
 
+def load_causal_lm(path, hw: dict):
+    """A chat model for training: bf16 with flash-attention 2 on a GPU that has them, else fp32 and sdpa."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16 if hw["bf16"] else torch.float32,
+                                                attn_implementation=attn_implementation(hw))
+
+
 def trainer_arguments(trainer_params: dict, output_dir: str, seed: int, hw: dict, optim_gpu: str | None = None,
                       optim_cpu: str = "adamw_torch") -> dict[str, Any]:
     """Keyword arguments for a transformers / TRL config: the stage's `trainer` params passed through,
     plus what the hardware decides (bf16, optimizer) unless params set it, and what keeps outputs clean."""
     args = {"output_dir": output_dir, "seed": seed, "data_seed": seed, "report_to": "none",
             "save_strategy": "no", "logging_steps": 10, "disable_tqdm": True, "dataloader_num_workers": 0,
-            "optim": (optim_gpu or "adamw_torch") if hw["cuda"] else optim_cpu}
-    if hw["bf16"]:
-        args["bf16"] = True
+            "optim": (optim_gpu or "adamw_torch") if hw["cuda"] else optim_cpu,
+            "bf16": hw["bf16"]}  # explicit: TRL's configs default to bf16, which a CPU cannot run
     args.update(trainer_params or {})
     return args
 

@@ -50,7 +50,8 @@ def message_keys(df: pl.DataFrame, column: str) -> pl.DataFrame:
         (pl.col("role") != "system").sum().alias("_turns"), pl.col("_len").min().alias("_shortest"),
         pl.col("_len").max().alias("_longest"), pl.col("_len").sum().alias("_total"),
         pl.col("_line").str.join("\n").alias("_key"),
-        (pl.col("_line").str.len_chars().filter(before_reply).sum() + before_reply.sum() - 1).alias("_cut"))
+        (pl.col("_line").str.len_chars().filter(before_reply).sum().cast(pl.Int64)
+         + before_reply.sum().cast(pl.Int64) - 1).alias("_cut"))
     return keys.select(pl.exclude("_r", "_cut"), pl.col("_key").str.slice(0, pl.col("_cut").clip(0)).alias("_prompt"))
 
 
@@ -100,8 +101,8 @@ def assign_split(tables: dict, fraction: float, seed: int) -> pl.DataFrame:
     """(source, row, split): eval when the row's stable hash falls under `fraction`, then widened until
     no prompt of an eval record is also the prompt of a train record."""
     keys = pl.concat([tables[t].select("source", "row", pl.col("_prompt").alias("prompt")) for t in TABLES])
-    keys = keys.filter(pl.col("prompt") != "")  # a greeting alone is nobody's prompt
     rows = keys.select("source", "row").unique(maintain_order=True)
+    keys = keys.filter(pl.col("prompt") != "")  # a greeting alone is nobody's prompt: it ties no rows together
     rows = rows.with_columns(pl.Series("eval", [unit_interval(seed, "split", s, r) < fraction
                                                 for s, r in rows.iter_rows()], dtype=pl.Boolean))
     while True:

@@ -35,7 +35,10 @@ def load_feedback(path: str | Path) -> dict[str, dict[str, list]]:
                     "label": df.filter(pl.col("split") == split)["label"].to_list()} for split in ("train", "eval")}
 
 
-def build_model(base: str | Path, objective: str, lora: dict | None, seed: int):
+TRAINING_KEYS = ("objective", "max_length", "lora", "seed", "score_batch_size", "trainer")  # as dvc.yaml declares
+
+
+def build_model(base: str | Path, objective: str, lora: dict | None, seed: int, pad_token_id: int | None = None):
     import torch
     from transformers import AutoModelForSequenceClassification
 
@@ -45,6 +48,8 @@ def build_model(base: str | Path, objective: str, lora: dict | None, seed: int):
     labels = num_labels(objective)
     model = AutoModelForSequenceClassification.from_pretrained(
         base, num_labels=labels, problem_type="regression" if labels == 1 else "single_label_classification")
+    if model.config.pad_token_id is None:  # decoder backbones: batches need the pad id, and it is saved
+        model.config.pad_token_id = pad_token_id
     if lora:
         from peft import LoraConfig, get_peft_model
         model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=lora["r"], lora_alpha=lora["alpha"],
@@ -63,7 +68,7 @@ def train(model, tokenizer, texts: list[str], labels: list[float], params: dict,
     data = Dataset.from_dict({"text": texts, "label": [int(y) if classification else float(y) for y in labels]})
     data = data.map(lambda b: tokenizer(b["text"], truncation=True, max_length=params["max_length"]),
                     batched=True, remove_columns=["text"])
-    live = LiveCallback("reward", params={k: v for k, v in params.items() if k != "trainer"} | params["trainer"])
+    live = LiveCallback("reward", params={k: params[k] for k in TRAINING_KEYS})
     args = TrainingArguments(**trainer_arguments(params["trainer"], "checkpoints/reward", params["seed"], hw))
     trainer = Trainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
                       data_collator=DataCollatorWithPadding(tokenizer), callbacks=[live])
@@ -78,6 +83,8 @@ def binary_metrics(scores: list[float], labels: list[float], majority: int) -> d
     """Accuracy, precision, recall, F1 (positive = thumbs up, threshold 0.5), ROC AUC, MSE, and the
     accuracy of always answering the train split's majority class."""
     n = len(labels)
+    if not n:
+        return {"rows": 0}
     truth = [y >= 0.5 for y in labels]
     pred = [s >= 0.5 for s in scores]
     tp = sum(p and t for p, t in zip(pred, truth))
@@ -91,7 +98,7 @@ def binary_metrics(scores: list[float], labels: list[float], majority: int) -> d
             "majority_baseline": sum(t == bool(majority) for t in truth) / n, "positive_rate": sum(truth) / n}
 
 
-def roc_auc(scores: list[float], truth: list[bool]) -> float:
+def roc_auc(scores: list[float], truth: list[bool]) -> float | None:
     """The probability that a random positive outscores a random negative (ties count half)."""
     ranked = sorted(zip(scores, truth))
     rank_sum, i = 0.0, 0
@@ -104,7 +111,7 @@ def roc_auc(scores: list[float], truth: list[bool]) -> float:
     positives = sum(truth)
     negatives = len(truth) - positives
     if not positives or not negatives:
-        return float("nan")
+        return None  # undefined with one class only
     return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
 
 
@@ -126,18 +133,20 @@ def main(params_file: str) -> None:
     tokenizer = left_truncating(AutoTokenizer.from_pretrained("models/judge_base"))
     texts = {s: [render(m, tokenizer) for m in data[s]["messages"]] for s in data}
     start = time.perf_counter()
-    model = build_model("models/judge_base", params["objective"], params.get("lora"), params["seed"])
+    model = build_model("models/judge_base", params["objective"], params.get("lora"), params["seed"],
+                        tokenizer.pad_token_id)
     model, figures = train(model, tokenizer, texts["train"], data["train"]["label"], params, hw)
     train_seconds = time.perf_counter() - start
     model.eval()
     start = time.perf_counter()
     scores = score_texts(model, tokenizer, texts["eval"], params["objective"], params["max_length"],
                          params["score_batch_size"])
-    eval_seconds = time.perf_counter() - start
+    eval_seconds = max(time.perf_counter() - start, 1e-9)
     majority = int(sum(y >= 0.5 for y in data["train"]["label"]) * 2 >= len(data["train"]["label"]))
     stable, timings = split_timings(figures)
     metrics = {"objective": params["objective"], "train_rows": len(texts["train"]),
-               "eval": {k: round(v, 6) for k, v in binary_metrics(scores, data["eval"]["label"], majority).items()},
+               "eval": {k: v if v is None else round(v, 6)
+                        for k, v in binary_metrics(scores, data["eval"]["label"], majority).items()},
                "train_loss": round(stable["train_loss"], 6)}
     with atomic_path("models/reward") as tmp:
         model.save_pretrained(tmp, safe_serialization=True)

@@ -1,7 +1,8 @@
 """score: score every conversation and preference pair with the reward model, and filter the training data.
 
 Reads   data/clean/{conversations,preferences}.parquet, models/reward, models/base (only with
-        self_pairs), params `reward` (filter, min_margin, self_pairs, max_length, score_batch_size).
+        self_pairs), params `reward` (filter, min_margin, self_pairs, max_length, score_batch_size) and
+        `sft.chat_template` (self_pairs render prompts as SFT will).
 Writes  data/scored/sft.parquet (conversations + `score`), data/scored/dpo.parquet (pairs + `score_chosen`,
         `score_rejected`, `score` = their margin), metrics/score.json, plots/score/*.csv (score
         histograms per table, source and split), metrics/timings/score.json.
@@ -50,12 +51,16 @@ def with_prompt(messages: list[dict]) -> tuple[list[dict], str] | None:
     return (messages[:last], messages[last]["content"]) if last > 0 else None
 
 
-def self_pairs(conversations: pl.DataFrame, scorer, params: dict, base: str | Path) -> pl.DataFrame:
-    """Preference pairs from the base model's own worst replies to train prompts."""
+def self_pairs(conversations: pl.DataFrame, scorer, params: dict, base: str | Path,
+               chat_template: str = "base") -> pl.DataFrame:
+    """Preference pairs from the base model's own worst replies to train prompts, rendered with the chat
+    template SFT will train with."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from ladder.chat import use_template
     from ladder.generation import sample_replies
+    from ladder.training import hardware
 
     train = conversations.filter(pl.col("split") == "train")
     order = sorted(range(train.height), key=lambda i: unit_interval(params["seed"], "self_pairs", train["id"][i]))
@@ -64,8 +69,10 @@ def self_pairs(conversations: pl.DataFrame, scorer, params: dict, base: str | Pa
         row = train.row(i, named=True)
         if len(picked) < params["prompts"] and (cut := with_prompt(row["messages"])) is not None:
             picked.append((row, cut))
-    tokenizer = AutoTokenizer.from_pretrained(base)
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32).eval()
+    tokenizer = use_template(AutoTokenizer.from_pretrained(base), chat_template)
+    hw = hardware()
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.bfloat16 if hw["bf16"] else torch.float32)
+    model = model.to("cuda" if hw["cuda"] else "cpu").eval()
     samples = sample_replies(model, tokenizer, [prompt for _, (prompt, _) in picked], params["samples"],
                              params, params["seed"], batch_size=params["batch_size"])
     rows = []
@@ -113,6 +120,7 @@ def main(params_file: str) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = section("reward", params_file)
+    chat_template = section("sft", params_file)["chat_template"]
     scorer = Scorer("models/reward", params["max_length"], params["score_batch_size"])
     conversations = pl.read_parquet("data/clean/conversations.parquet")
     pairs = pl.read_parquet("data/clean/preferences.parquet")
@@ -120,7 +128,7 @@ def main(params_file: str) -> None:
     conversations = conversations.with_columns(pl.Series("score", scorer.score_conversations(
         conversations["messages"].to_list()), dtype=pl.Float64))
     n_texts, seconds = conversations.height, time.perf_counter() - start
-    extra = self_pairs(conversations, scorer, params["self_pairs"], "models/base") \
+    extra = self_pairs(conversations, scorer, params["self_pairs"], "models/base", chat_template) \
         if params["self_pairs"]["enabled"] else pairs.clear()
     pairs = pl.concat([pairs, extra])
     start = time.perf_counter()

@@ -115,3 +115,10 @@ def test_arena_language_filter():
 def test_reason_kind_blanks_particulars():
     assert reason_kind("unknown speaker 'Igor' at 3") == "unknown speaker … at …"
     assert reason_kind("duplicate of 0123456789abcdef") == "duplicate of …"
+
+
+def test_a_conversation_with_no_prompt_still_gets_a_split():
+    conversations = [[("assistant", "Welcome, traveller."), ("user", "Hello there!"), ("user", "Anyone?")]] + \
+        [[("assistant", f"Greeting {i}."), ("user", "Hi."), ("assistant", f"Reply {i}.")] for i in range(5)]
+    tables, _, _ = clean({"r": roleplay(conversations)}, {**BASE, "min_turns": 2, "eval_fraction": 0.5})
+    assert tables["conversations"]["split"].null_count() == 0

@@ -231,3 +231,28 @@ def test_missing_column_names_source_column_and_file(fmt):
     message = str(err.value)
     assert "mysource" in message and "data/raw/mysource.parquet" in message
     assert repr(FORMATS[fmt].required[0]) in message
+
+
+# ------------------------------------------------------------------------------- found in review
+
+def test_a_lone_surrogate_is_a_reject_not_a_crash():
+    rows = [{"id": 1, "prompt": json.dumps(["hi \ud83d"]), "response_a": json.dumps(["a"]),
+             "response_b": json.dumps(["b"]), "winner_model_a": 1, "winner_model_b": 0, "winner_tie": 0},
+            {"id": 2, "prompt": json.dumps(["fine"]), "response_a": json.dumps(["a"]),
+             "response_b": json.dumps(["b"]), "winner_model_a": 1, "winner_model_b": 0, "winner_tie": 0}]
+    parsed = parse("arena_lmsys", rows)
+    assert [r["row"] for r in parsed.rejects] == ["1"] and "Unicode" in parsed.rejects[0]["reason"]
+    assert table(parsed, "arena")[0]["row"] == "2"
+
+
+def test_chai_prize_flat_swiped_greeting_is_rejected():
+    text = "Vex (deleted): hi\nVex: Hello.\nAnonymous user: yo\nVex: Obviously."
+    parsed = parse("chai_prize_flat", [{"conversation_id": "s", "conversation": text, "thumbs_up": True}])
+    assert parsed.rejects and "bot's name" in parsed.rejects[0]["reason"]
+
+
+def test_chai_feedback_swipe_pair_chooses_the_whole_kept_turn():
+    row = chai_row("m", [("Bot", "Hi"), (U, "yo"), ("Bot (deleted)", "meh"), ("Bot", "First."), ("Bot", "Second.")])
+    parsed = parse("chai_feedback", [row])
+    [pair] = table(parsed, "preferences")
+    assert pair["chosen"] == "First.\n\nSecond." == table(parsed, "conversations")[0]["messages"][-1]["content"]

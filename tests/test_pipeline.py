@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import shutil
@@ -58,7 +59,7 @@ def test_repro_runs_everything_then_nothing(project):
     sources = list(load_params(project / "params.yaml")["fetch"]["sources"])
     first = run(["dvc", "repro"], project)
     assert ran(first) == {*(f"fetch@{s}" for s in sources), "fetch_model@base", "fetch_model@judge", "clean",
-                          "reward", "score"}
+                          "reward", "score", "sft", "dpo", "merge"}
     for name in sources:
         assert pl.read_parquet(project / f"data/raw/{name}.parquet").height > 0
     for table in ("conversations", "preferences", "feedback", "arena"):
@@ -67,6 +68,10 @@ def test_repro_runs_everything_then_nothing(project):
     metrics = json.loads((project / "metrics/clean.json").read_text())
     for name, m in metrics["sources"].items():
         assert m["used"] + m["rejected"] == m["rows"] > 0, name
+    for stage in ("clean", "reward", "score", "sft", "dpo", "merge"):
+        numbers = re.findall(r'": (-?[0-9.eE+-]+|NaN|Infinity)[,\n]', (project / f"metrics/{stage}.json").read_text())
+        assert numbers and all(math.isfinite(float(x)) for x in numbers), stage
+    assert (project / "models/merged/model.safetensors").is_file() and (project / "models/merged/README.md").is_file()
     second = run(["dvc", "repro"], project)
     assert ran(second) == set() and "up to date" in second
 
@@ -82,7 +87,7 @@ def test_changing_the_filter_reruns_scoring_only(project):
     params = project / "params.yaml"
     params.write_text(params.read_text().replace("filter: {keep_top: 0.9}", "filter: {keep_top: 0.5}"))
     output = run(["dvc", "repro"], project)
-    assert ran(output) == {"score"}
+    assert ran(output) == {"score", "sft", "dpo", "merge"}
     metrics = json.loads((project / "metrics/score.json").read_text())
     assert metrics["sft"]["train"]["kept"] == round(0.5 * metrics["sft"]["train"]["scored"])
 
@@ -95,5 +100,6 @@ def test_changing_one_source_reruns_only_its_fetch_and_clean(project):
     params = project / "params.yaml"
     params.write_text(params.read_text().replace("data/samples/roleplay_anime.jsonl", "data/custom/anime.jsonl"))
     output = run(["dvc", "repro"], project)
-    assert ran(output) == {"fetch@anime", "clean", "score"}  # reward reads feedback only, which did not change
+    # reward reads feedback only, which did not change
+    assert ran(output) == {"fetch@anime", "clean", "score", "sft", "dpo", "merge"}
     assert json.loads((project / "metrics/clean.json").read_text())["sources"]["anime"]["rows"] == 40

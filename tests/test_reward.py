@@ -149,3 +149,18 @@ def test_self_pairs_end_to_end(base, tmp_path):
     again = self_pairs(conversations, scorer, settings, chat)
     assert again.equals(pairs)
     assert os.path.isdir(chat)
+
+
+def test_one_class_eval_has_no_auc_and_an_empty_one_no_figures():
+    assert binary_metrics([0.2, 0.9], [1.0, 1.0], majority=1)["roc_auc"] is None
+    assert binary_metrics([], [], majority=1) == {"rows": 0}
+
+
+def test_a_decoder_backbone_gets_a_pad_token(tmp_path):
+    from ladder.models import load_bundled_chat_tokenizer
+    chat = tmp_path / "llama"
+    materialize("tiny:llama", chat, seed=0)
+    tokenizer = left_truncating(load_bundled_chat_tokenizer())
+    model = build_model(chat, "regression", None, seed=0, pad_token_id=tokenizer.pad_token_id).eval()
+    assert model.config.pad_token_id == tokenizer.pad_token_id
+    assert len(score_texts(model, tokenizer, GOOD + BAD, "regression", 32, 4)) == 8

@@ -54,7 +54,7 @@ def test_mixed_type_column_round_trips_through_the_raw_table(tmp_path):
     assert tables["preferences"]["rejected"].to_list() == ["meh", "ok", "nah"]
     # The line that was not JSON is a row of its own, rejected with a reason rather than lost.
     [reject] = tables["rejects"].to_dicts()
-    assert reject["row"] == "2" and "history" in reject["reason"] and "not json" in reject["raw"]
+    assert reject["row"] == "2" and "not a JSON object" in reject["reason"] and "not json" in reject["raw"]
 
 
 def test_missing_file_is_named(tmp_path):
@@ -137,3 +137,29 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
         tmp.mkdir()
         (tmp / "weights").write_text("whole")
     assert (target / "weights").read_text() == "whole"
+
+
+def test_a_line_that_no_utf8_file_can_hold_is_kept_and_rejected(tmp_path):
+    path = tmp_path / "m.jsonl"
+    good = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+    path.write_text(json.dumps(good) + "\n" + '{"messages": [{"role": "user", "content": "bad \\ud83d"}]}\n')
+    frame, encoded = read_source({"format": "messages", "path": str(path)}, "m")
+    write_raw(frame, encoded, tmp_path / "raw.parquet")
+    tables, _, _ = clean({"m": ("messages", read_raw(tmp_path / "raw.parquet"))}, {
+        "seed": 0, "eval_fraction": 0.0, "min_turns": 1, "min_message_chars": 1, "max_message_chars": 100,
+        "min_conversation_chars": 1, "max_conversation_chars": 1000, "sft_requires_thumbs_up": True,
+        "swipe_pairs": True, "arena_languages": [], "dedup": True, "mix": {}})
+    assert tables["conversations"]["row"].to_list() == ["0"]
+    assert tables["rejects"]["row"].to_list() == ["1"] and "Unicode" in tables["rejects"]["reason"][0]
+
+
+def test_shards_that_disagree_on_a_column_type_make_one_table(tmp_path):
+    snapshot = tmp_path / "snap"
+    (snapshot / "data").mkdir(parents=True)
+    (snapshot / "data" / "train-00000-of-00002.jsonl").write_text(json.dumps(ROWS[1]) + "\n")  # rejected: str
+    (snapshot / "data" / "train-00001-of-00002.jsonl").write_text(json.dumps(ROWS[0]) + "\n")  # rejected: list
+    (snapshot / "dataset_infos.json").write_text("{}")
+    frame, encoded = read_source({"format": "chai_dpo", "hub": "o/x", "revision": "r", "split": "train"}, "x",
+                                 downloader=lambda *a: snapshot)
+    write_raw(frame, encoded, tmp_path / "raw.parquet")
+    assert read_raw(tmp_path / "raw.parquet")["rejected"].to_list() == ["nah", ["meh", "ok"]]

@@ -1,0 +1,93 @@
+"""The chat template as an artifact: one rendering for SFT, DPO, generation and the judge.
+
+`sft.chat_template` names it: `base` keeps the model's own, any other name is a template shipped in
+ladder/templates/ (`chatml`, and `mistral`, a corrected Mistral-instruct that keeps the system message).
+The template used to train is saved with every model, so generation renders prompts exactly as training did.
+
+Training labels come from the rendered text itself: the characters each assistant turn adds to the
+conversation (its content and end-of-turn token) are the only ones with a loss; everything the model
+is given (system, user, role headers) is masked with -100.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+TEMPLATES = Path(__file__).parent / "templates"
+IGNORE = -100
+
+
+def use_template(tokenizer, name: str):
+    """Set the tokenizer's chat template by name; returns the tokenizer."""
+    if name != "base":
+        path = TEMPLATES / f"{name}.jinja"
+        if not path.is_file():
+            known = ", ".join(["base"] + sorted(p.stem for p in TEMPLATES.glob("*.jinja")))
+            raise ValueError(f"unknown chat template {name!r}; known: {known}")
+        tokenizer.chat_template = path.read_text(encoding="utf-8")
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError("the model has no chat template of its own: set sft.chat_template to a named one")
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def render(messages: list[dict], tokenizer, generation_prompt: bool = False) -> str:
+    return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
+
+
+def assistant_spans(messages: list[dict], tokenizer) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered conversation and the character spans of its assistant turns."""
+    text = render(messages, tokenizer)
+    spans = []
+    for i, message in enumerate(messages):
+        if message["role"] != "assistant":
+            continue
+        before = render(messages[:i], tokenizer, generation_prompt=True) if i else ""
+        upto = render(messages[:i + 1], tokenizer)
+        if not (text.startswith(upto) and upto.startswith(before)):
+            raise ValueError("the chat template does not render a conversation's beginning as a prefix of the "
+                             "whole; it cannot mark assistant turns for the loss")
+        spans.append((len(before), len(upto)))
+    return text, spans
+
+
+def tokenize_for_training(messages: list[dict], tokenizer, max_length: int) -> dict | None:
+    """input_ids and labels (-100 outside assistant turns), keeping the END of a conversation that is
+    too long. None when no assistant token is left to learn from."""
+    text, spans = assistant_spans(messages, tokenizer)
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    ids, labels = encoded["input_ids"], []
+    for token, (start, end) in zip(ids, encoded["offset_mapping"]):
+        inside = any(s <= start and end <= e and end > start for s, e in spans)
+        labels.append(token if inside else IGNORE)
+    ids, labels = ids[-max_length:], labels[-max_length:]
+    if all(label == IGNORE for label in labels):
+        return None
+    return {"input_ids": ids, "labels": labels}
+
+
+def checked_collator(collator):
+    """A batch with no token to learn from is an error, not a silent zero loss."""
+    def collate(examples):
+        batch = collator(examples)
+        if bool((batch["labels"] == IGNORE).all()):
+            raise ValueError("a training batch has every label masked: nothing to learn from")
+        return batch
+    return collate
+
+
+def fit_prompt(messages: list[dict], tokenizer, max_tokens: int) -> list[dict]:
+    """The prompt shortened to `max_tokens` (as rendered for generation): its earliest turns go first, the
+    system message stays; if the last turn alone is too long, it keeps its end."""
+    def length(msgs):
+        return len(tokenizer(render(msgs, tokenizer, generation_prompt=True), add_special_tokens=False)["input_ids"])
+
+    system = [m for m in messages[:1] if m["role"] == "system"]
+    turns = messages[len(system):]
+    while len(turns) > 1 and length(system + turns) > max_tokens:
+        turns = turns[1:]
+    over = length(system + turns) - max_tokens
+    if over > 0 and turns:
+        ids = tokenizer(turns[-1]["content"], add_special_tokens=False)["input_ids"]
+        turns = turns[:-1] + [{**turns[-1], "content": tokenizer.decode(ids[over:])}]
+    return system + turns

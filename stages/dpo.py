@@ -1,0 +1,130 @@
+"""dpo: preference tuning from the SFT model (TRL DPOTrainer; SimPO and ORPO through TRL's CPO/ORPO trainers).
+
+Reads   data/scored/dpo.parquet, models/base, models/sft, params `dpo` (method, loss_type, beta, max_prompt_length,
+        max_length, eval_pairs, seed, lora, trainer: passed through to the TRL config).
+Writes  models/dpo (a new LoRA adapter over base + SFT merged, the tokenizer and chat template),
+        metrics/dpo.json (reward accuracy and margin on the eval pairs), dvclive/dpo/, metrics/timings/dpo.json.
+
+The SFT adapter is merged into the base in memory (bf16 on a GPU, fp32 on CPU) and a new LoRA adapter is
+trained over it; the reference model is that SFT model (the same weights with the new adapter switched
+off), never the bare base. Prompts are rendered with the SFT chat template, so DPO sees what SFT saw, and
+are shortened from the front (whole turns, the system message kept) to `max_prompt_length` tokens.
+`method: dpo` takes TRL's DPO `loss_type` (sigmoid, ipo, hinge, ...); `simpo` and `orpo` need no reference.
+
+Usage:
+    python -m stages.dpo
+"""
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+
+import click
+
+log = logging.getLogger("ladder.dpo")
+METHODS = ("dpo", "simpo", "orpo")
+
+
+def load_pairs(path: str | Path, tokenizer, max_prompt_length: int) -> dict:
+    """Train and eval pairs (in id order) in TRL's conversational preference format."""
+    import polars as pl
+    from datasets import Dataset
+
+    from ladder.chat import fit_prompt
+
+    df = pl.read_parquet(path).sort("id")
+    for column in ("prompt", "chosen", "rejected", "split"):
+        if column not in df.columns:
+            raise ValueError(f"{path}: column {column!r} is missing")
+    out = {}
+    for split in ("train", "eval"):
+        part = df.filter(pl.col("split") == split)
+        out[split] = Dataset.from_list([
+            {"prompt": fit_prompt(p, tokenizer, max_prompt_length), "chosen": [{"role": "assistant", "content": c}],
+             "rejected": [{"role": "assistant", "content": r}]}
+            for p, c, r in zip(part["prompt"].to_list(), part["chosen"].to_list(), part["rejected"].to_list())])
+    return out
+
+
+def sft_model(base: str | Path, sft: str | Path, hw: dict):
+    """Base with the SFT adapter merged in: the starting point, and the reference, of preference tuning."""
+    from peft import PeftModel
+
+    from ladder.training import load_causal_lm
+
+    return PeftModel.from_pretrained(load_causal_lm(base, hw), sft).merge_and_unload()
+
+
+def trainer_for(params: dict, model, tokenizer, data: dict, hw: dict, callbacks=()):
+    """The TRL trainer for `params['method']`, with a fresh LoRA adapter on `model`."""
+    from peft import LoraConfig
+
+    from ladder.training import trainer_arguments
+
+    method = params["method"]
+    if method not in METHODS:
+        raise ValueError(f"dpo.method must be one of {', '.join(METHODS)}, not {method!r}")
+    lora = params["lora"]
+    peft_config = LoraConfig(task_type="CAUSAL_LM", r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+                             target_modules=lora["target_modules"], bias=lora.get("bias", "none"))
+    args = trainer_arguments(params["trainer"], "checkpoints/dpo", params["seed"], hw) | {
+        "max_length": params["max_length"], "beta": params["beta"]}
+    if method == "dpo":
+        from trl import DPOConfig, DPOTrainer
+        config, trainer_class = DPOConfig(**args, loss_type=[params["loss_type"]]), DPOTrainer
+    elif method == "simpo":  # SimPO is CPO with the simpo loss and no behaviour-cloning term
+        from trl.experimental.cpo import CPOConfig, CPOTrainer
+        config = CPOConfig(**args, loss_type="simpo", cpo_alpha=0.0, simpo_gamma=params.get("simpo_gamma", 0.5))
+        trainer_class = CPOTrainer
+    else:
+        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
+        config, trainer_class = ORPOConfig(**args), ORPOTrainer
+    return trainer_class(model=model, args=config, train_dataset=data["train"], eval_dataset=data["eval"],
+                         processing_class=tokenizer, peft_config=peft_config, callbacks=list(callbacks))
+
+
+def eval_figures(metrics: dict) -> dict:
+    """The eval metrics every method reports: loss, reward accuracy and margin (chosen over rejected)."""
+    pick = {"eval_loss": "eval_loss", "reward_accuracy": "eval_rewards/accuracies", "reward_margin": "eval_rewards/margins"}
+    return {name: round(float(metrics[key]), 6) for name, key in pick.items() if key in metrics}
+
+
+@click.command(help=__doc__)
+@click.option("--params", "params_file", default="params.yaml", show_default=True)
+def main(params_file: str) -> None:
+    from transformers import AutoTokenizer
+
+    from ladder.io import atomic_path, write_json
+    from ladder.params import section
+    from ladder.training import LiveCallback, hardware, split_timings
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    params = section("dpo", params_file)
+    hw = hardware()
+    log.info("hardware: %s", hw)
+    tokenizer = AutoTokenizer.from_pretrained("models/sft")  # carries the chat template SFT trained with
+    data = load_pairs("data/scored/dpo.parquet", tokenizer, params["max_prompt_length"])
+    if params.get("eval_pairs") is not None:
+        data["eval"] = data["eval"].select(range(min(params["eval_pairs"], len(data["eval"]))))
+    live = LiveCallback("dpo", params={k: v for k, v in params.items() if k != "trainer"} | params["trainer"])
+    trainer = trainer_for(params, sft_model("models/base", "models/sft", hw), tokenizer, data, hw, [live])
+    start = time.perf_counter()
+    result = trainer.train()
+    seconds = time.perf_counter() - start
+    figures = {"method": params["method"], "train_pairs": len(data["train"]), "eval_pairs": len(data["eval"]),
+               "steps": result.global_step, "train_loss": round(result.training_loss, 6),
+               **eval_figures(trainer.evaluate())}
+    with atomic_path("models/dpo") as tmp:
+        trainer.model.save_pretrained(tmp, safe_serialization=True)
+        tokenizer.save_pretrained(tmp)
+    write_json(figures, "metrics/dpo.json")
+    _, timings = split_timings(live.timings)
+    write_json({"train_seconds": round(seconds, 2), "train_pairs_per_second": round(
+        result.global_step * trainer.args.per_device_train_batch_size * trainer.args.gradient_accumulation_steps
+        / seconds, 3), **{k: round(v, 3) for k, v in timings.items()}}, "metrics/timings/dpo.json")
+    log.info("eval: %s", figures)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""sft: LoRA supervised fine-tuning of the base chat model on the scored conversations (TRL SFTTrainer).
+
+Reads   data/scored/sft.parquet, models/base, params `sft` (chat_template, max_length, packing, seed, lora,
+        trainer: passed through to trl.SFTConfig).
+Writes  models/sft (the LoRA adapter, the tokenizer and the exact chat template trained with),
+        metrics/sft.json (eval loss of the base model and of the tuned one), dvclive/sft/ (curves),
+        metrics/timings/sft.json (tokens/s). Resume checkpoints: checkpoints/sft (git- and dvc-ignored).
+
+Loss is on assistant turns only, end-of-turn token included (ladder.chat). On CUDA the stage picks bf16,
+flash-attention 2 (when flash-attn is installed) and paged_adamw_32bit; on CPU sdpa, fp32 and adamw_torch.
+A run stopped part way resumes from its last complete checkpoint when started again with the same
+inputs and params; checkpoints of other inputs are discarded.
+
+Usage:
+    python -m stages.sft
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import click
+
+log = logging.getLogger("ladder.sft")
+CHECKPOINTS = Path("checkpoints/sft")
+
+
+def load_conversations(path: str | Path) -> dict[str, list[list[dict]]]:
+    """Train and eval conversations, each in id order (a stable choice of the first N)."""
+    import polars as pl
+
+    df = pl.read_parquet(path).sort("id")
+    for column in ("messages", "split"):
+        if column not in df.columns:
+            raise ValueError(f"{path}: column {column!r} is missing")
+    return {s: df.filter(pl.col("split") == s)["messages"].to_list() for s in ("train", "eval")}
+
+
+def tokenized(conversations: list[list[dict]], tokenizer, max_length: int):
+    """A datasets.Dataset of input_ids and labels, and how many conversations had nothing to learn from."""
+    from datasets import Dataset
+
+    from ladder.chat import tokenize_for_training
+
+    rows = [tokenize_for_training(m, tokenizer, max_length) for m in conversations]
+    kept = [r for r in rows if r is not None]
+    return Dataset.from_list(kept), len(rows) - len(kept)
+
+
+def lora_config(lora: dict):
+    from peft import LoraConfig
+
+    return LoraConfig(task_type="CAUSAL_LM", r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+                      target_modules=lora["target_modules"], bias=lora.get("bias", "none"))
+
+
+def fingerprint(inputs: dict, files: list[Path]) -> str:
+    """What a checkpoint was made from: a checkpoint of anything else is not resumed."""
+    digest = hashlib.sha256(json.dumps(inputs, sort_keys=True).encode())
+    for file in files:
+        with open(file, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()
+
+
+def resume_point(checkpoints: Path, mark: str) -> str | None:
+    """The last complete checkpoint made from the same inputs, or None (stale checkpoints are removed).
+    A checkpoint of a finished run is not resumed: the trainer would take one step more than asked."""
+    stamp = checkpoints / "fingerprint"
+    if stamp.is_file() and stamp.read_text() == mark:
+        unfinished = []
+        for path in checkpoints.glob("checkpoint-*"):
+            if (path / "trainer_state.json").is_file():
+                state = json.loads((path / "trainer_state.json").read_text())
+                if state["global_step"] < state["max_steps"]:
+                    unfinished.append((state["global_step"], str(path)))
+        return max(unfinished)[1] if unfinished else None
+    shutil.rmtree(checkpoints, ignore_errors=True)
+    checkpoints.mkdir(parents=True)
+    stamp.write_text(mark)
+    return None
+
+
+def train(params: dict, data: dict, base: str | Path, hw: dict, checkpoints: Path = CHECKPOINTS, callbacks=()):
+    """Fine-tune; returns (trainer, figures). The trainer's model is the PEFT model with the new adapter."""
+    from transformers import AutoTokenizer
+    from trl import SFTConfig, SFTTrainer
+    from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
+
+    from ladder.chat import checked_collator, use_template
+    from ladder.training import LiveCallback, load_causal_lm, trainer_arguments
+
+    tokenizer = use_template(AutoTokenizer.from_pretrained(base), params["chat_template"])
+    train_set, dropped_train = tokenized(data["train"], tokenizer, params["max_length"])
+    eval_set, dropped_eval = tokenized(data["eval"], tokenizer, params["max_length"])
+    mark = fingerprint({"params": params, "train": train_set.to_dict()}, [Path(base) / "model.safetensors"])
+    resume = resume_point(checkpoints, mark)
+    args = trainer_arguments(params["trainer"], str(checkpoints), params["seed"], hw, optim_gpu="paged_adamw_32bit")
+    config = SFTConfig(**args, max_length=params["max_length"], packing=params.get("packing", False))
+    live = LiveCallback("sft", params={k: v for k, v in params.items() if k != "trainer"} | params["trainer"])
+    collator = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=config.padding_free)
+    trainer = SFTTrainer(model=load_causal_lm(base, hw), args=config, train_dataset=train_set, eval_dataset=eval_set,
+                         processing_class=tokenizer, peft_config=lora_config(params["lora"]),
+                         data_collator=checked_collator(collator), callbacks=[live, *callbacks])
+    base_loss = trainer.evaluate()["eval_loss"]  # LoRA starts as a no-op: this is the base model's loss
+    if resume:
+        log.info("resuming from %s", resume)
+    start = time.perf_counter()
+    result = trainer.train(resume_from_checkpoint=resume)
+    seconds = time.perf_counter() - start
+    mean_length = sum(map(len, train_set["input_ids"])) / max(len(train_set), 1)
+    tokens = result.global_step * config.per_device_train_batch_size * config.gradient_accumulation_steps * mean_length
+    figures = {"eval_loss_base": base_loss, "eval_loss": trainer.evaluate()["eval_loss"],
+               "train_loss": result.training_loss, "steps": result.global_step,
+               "train_conversations": len(train_set), "eval_conversations": len(eval_set),
+               "dropped_no_assistant_token": dropped_train + dropped_eval}
+    return trainer, figures, {"train_seconds": round(seconds, 2), "train_tokens_per_second": round(tokens / seconds, 1),
+                              **{k: round(v, 3) for k, v in live.timings.items()}}
+
+
+@click.command(help=__doc__)
+@click.option("--params", "params_file", default="params.yaml", show_default=True)
+def main(params_file: str) -> None:
+    from ladder.io import atomic_path, write_json
+    from ladder.params import section
+    from ladder.training import hardware
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    params = section("sft", params_file)
+    hw = hardware()
+    log.info("hardware: %s; attention %s", hw, "flash_attention_2" if hw["flash_attn"] else "sdpa")
+    data = load_conversations("data/scored/sft.parquet")
+    if params.get("eval_conversations") is not None:
+        data["eval"] = data["eval"][:params["eval_conversations"]]
+    trainer, figures, timings = train(params, data, "models/base", hw)
+    with atomic_path("models/sft") as tmp:
+        trainer.model.save_pretrained(tmp, safe_serialization=True)
+        trainer.processing_class.save_pretrained(tmp)
+    write_json({k: round(v, 6) if isinstance(v, float) else v for k, v in figures.items()}, "metrics/sft.json")
+    write_json(timings, "metrics/timings/sft.json")
+    log.info("eval loss %.4f (base %.4f)", figures["eval_loss"], figures["eval_loss_base"])
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,115 @@
+"""Preference tuning on a tiny model: the reference is the SFT model, prompts fit, weights move as they should."""
+from __future__ import annotations
+
+import pytest
+import torch
+from datasets import Dataset
+
+from ladder.chat import fit_prompt, render
+from ladder.models import load_bundled_chat_tokenizer, materialize
+from ladder.training import hardware
+from stages.dpo import eval_figures, sft_model, trainer_for
+
+PROMPT = [{"role": "system", "content": "You are Aria."}, {"role": "assistant", "content": "Welcome!"},
+          {"role": "user", "content": "Tell me about the dragon."}]
+
+
+def pairs(n):
+    return Dataset.from_list([{"prompt": PROMPT[:2] + [{"role": "user", "content": f"Tell me about dragon {i}."}],
+                               "chosen": [{"role": "assistant", "content": f"*smiles* Dragon {i} guards the maps."}],
+                               "rejected": [{"role": "assistant", "content": "ok"}]} for i in range(n)])
+
+
+def params(method="dpo", **extra):
+    return {"method": method, "loss_type": "sigmoid", "beta": 0.1, "simpo_gamma": 0.5, "max_length": 96,
+            "seed": 0, "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+            "trainer": {"max_steps": 3, "per_device_train_batch_size": 2, "per_device_eval_batch_size": 2,
+                        "learning_rate": 1e-2, "gradient_checkpointing": False}} | extra
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory):
+    """A tiny base and an SFT adapter with non-zero (random) LoRA weights, as PEFT's merge tests do."""
+    from peft import LoraConfig, get_peft_model
+
+    root = tmp_path_factory.mktemp("models")
+    materialize("tiny:llama", root / "base", seed=0)
+    from transformers import AutoModelForCausalLM
+    torch.manual_seed(1)
+    sft = get_peft_model(AutoModelForCausalLM.from_pretrained(root / "base"),
+                         LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, target_modules=["q_proj", "v_proj"],
+                                    init_lora_weights=False))
+    sft.save_pretrained(root / "sft")
+    return root
+
+
+def logits(model, tokenizer):
+    ids = tokenizer(render(PROMPT, tokenizer, generation_prompt=True), return_tensors="pt")
+    with torch.inference_mode():
+        return model(**ids).logits
+
+
+def test_fit_prompt_drops_early_turns_and_keeps_the_system_message():
+    tokenizer = load_bundled_chat_tokenizer()
+    long = [PROMPT[0]] + [{"role": r, "content": f"turn {i} " * 10} for i, r in
+                          zip(range(8), ["assistant", "user"] * 4)]
+    fitted = fit_prompt(long, tokenizer, 80)
+    assert fitted[0] == PROMPT[0] and fitted[-1] == long[-1] and len(fitted) < len(long)
+    assert len(tokenizer(render(fitted, tokenizer, True), add_special_tokens=False)["input_ids"]) <= 80
+    huge = [{"role": "user", "content": "word " * 500 + "the question?"}]
+    cut = fit_prompt(huge, tokenizer, 40)
+    assert cut[-1]["content"].endswith("the question?")
+    assert len(tokenizer(render(cut, tokenizer, True), add_special_tokens=False)["input_ids"]) <= 40
+
+
+def test_the_reference_is_the_sft_model_not_the_base(models, tmp_path, monkeypatch):
+    from transformers import AutoModelForCausalLM
+
+    monkeypatch.chdir(tmp_path)
+    tokenizer = load_bundled_chat_tokenizer()
+    hw = hardware()
+    start = sft_model(models / "base", models / "sft", hw)
+    sft_logits = logits(start, tokenizer)
+    base_logits = logits(AutoModelForCausalLM.from_pretrained(models / "base"), tokenizer)
+    assert not torch.allclose(sft_logits, base_logits, atol=1e-4)  # the SFT adapter does change the model
+    trainer = trainer_for(params(), start, tokenizer, {"train": pairs(4), "eval": pairs(2)}, hw)
+    assert getattr(trainer, "ref_model", None) is None  # so TRL's reference is the policy with its adapter off
+    trainer.train()
+    with trainer.model.disable_adapter():
+        reference = logits(trainer.model, tokenizer)
+    assert torch.allclose(reference, sft_logits, atol=1e-5)
+    assert not torch.allclose(logits(trainer.model, tokenizer), sft_logits, atol=1e-5)  # the new adapter moved
+
+
+def test_dpo_moves_only_the_new_adapter_and_reports_reward_accuracy(models, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    tokenizer = load_bundled_chat_tokenizer()
+    hw = hardware()
+    trainer = trainer_for(params(), sft_model(models / "base", models / "sft", hw), tokenizer,
+                          {"train": pairs(4), "eval": pairs(2)}, hw)
+    before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
+    trainer.train()
+    moved = {n for n, p in trainer.model.named_parameters() if not torch.equal(before[n], p.detach())}
+    assert moved and all("lora_" in n for n in moved)  # the SFT-merged weights stay as they were
+    assert any("lora_B" in n for n in moved)
+    figures = eval_figures(trainer.evaluate())
+    assert {"eval_loss", "reward_accuracy", "reward_margin"} <= set(figures)
+    assert 0.0 <= figures["reward_accuracy"] <= 1.0
+
+
+@pytest.mark.parametrize("method", ["simpo", "orpo"])
+def test_reference_free_methods_train(models, tmp_path, monkeypatch, method):
+    monkeypatch.chdir(tmp_path)
+    tokenizer = load_bundled_chat_tokenizer()
+    hw = hardware()
+    trainer = trainer_for(params(method, trainer={"max_steps": 1, "per_device_train_batch_size": 2,
+                                                  "per_device_eval_batch_size": 2, "learning_rate": 1e-3,
+                                                  "gradient_checkpointing": False}),
+                          sft_model(models / "base", models / "sft", hw), tokenizer,
+                          {"train": pairs(2), "eval": pairs(2)}, hw)
+    assert trainer.train().global_step == 1
+
+
+def test_unknown_method_is_named(models):
+    with pytest.raises(ValueError, match="kto"):
+        trainer_for(params("kto"), None, None, {}, hardware())

@@ -1,0 +1,85 @@
+"""Recipes resolve to valid trainer and LoRA configs without a GPU, and name only parameters that exist."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from ladder.params import load_params
+from ladder.recipes import apply, merge
+from ladder.training import trainer_arguments
+
+REPO = Path(__file__).resolve().parents[1]
+CPU = {"cuda": False, "bf16": False, "flash_attn": False, "device": "cpu"}
+GPU = {"cuda": True, "bf16": True, "flash_attn": True, "device": "test"}
+
+
+def keys(tree: dict, prefix: str = "") -> set[str]:
+    out = set()
+    for key, value in tree.items():
+        out.add(prefix + key)
+        if isinstance(value, dict) and key not in ("trainer", "lora", "sources", "filter"):
+            out |= keys(value, prefix + key + ".")
+    return out
+
+
+@pytest.fixture
+def params_with(tmp_path):
+    def load(recipe: str) -> dict:
+        shutil.copyfile(REPO / "params.yaml", tmp_path / "params.yaml")
+        apply(REPO / "recipes" / f"{recipe}.yaml", tmp_path / "params.yaml")
+        return load_params(tmp_path / "params.yaml")
+    return load
+
+
+@pytest.mark.parametrize("recipe", sorted(p.stem for p in (REPO / "recipes").glob("*.yaml")))
+def test_recipes_name_only_existing_parameters(recipe):
+    default = load_params(REPO / "params.yaml")
+    overrides = load_params(REPO / "recipes" / f"{recipe}.yaml")
+    assert keys(overrides) <= keys(default), keys(overrides) - keys(default)
+
+
+def test_chai_recipe_builds_the_authors_sft_settings(params_with):
+    from peft import LoraConfig
+    from trl import SFTConfig
+
+    params = params_with("chai")
+    sft = params["sft"]
+    config = SFTConfig(**trainer_arguments(sft["trainer"], "/tmp/unused", sft["seed"], CPU),
+                       max_length=sft["max_length"])
+    assert (config.num_train_epochs, config.per_device_train_batch_size, config.gradient_accumulation_steps) == (2, 2, 16)
+    assert (config.learning_rate, config.weight_decay, config.max_grad_norm) == (7e-6, 0.001, 0.3)
+    assert config.warmup_steps == pytest.approx(0.03) and config.lr_scheduler_type == "cosine"
+    assert config.optim == "paged_adamw_32bit" and config.max_length == 1024
+    lora = LoraConfig(r=sft["lora"]["r"], lora_alpha=sft["lora"]["alpha"], lora_dropout=sft["lora"]["dropout"],
+                      target_modules=sft["lora"]["target_modules"], bias=sft["lora"]["bias"])
+    assert (lora.r, lora.lora_alpha, lora.lora_dropout) == (32, 16, 0.1)
+    assert set(lora.target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    assert sft["chat_template"] == "mistral"
+
+
+def test_hardware_decides_precision_and_optimizer_unless_params_do():
+    assert trainer_arguments({}, "o", 0, GPU, optim_gpu="paged_adamw_32bit")["optim"] == "paged_adamw_32bit"
+    assert trainer_arguments({}, "o", 0, GPU)["bf16"] is True
+    cpu = trainer_arguments({}, "o", 0, CPU, optim_gpu="paged_adamw_32bit")
+    assert cpu["optim"] == "adamw_torch" and cpu["bf16"] is False and cpu["report_to"] == "none"
+    assert trainer_arguments({"optim": "sgd"}, "o", 0, CPU)["optim"] == "sgd"
+
+
+def test_merge_is_recursive_and_replaces_leaves():
+    base = {"a": {"b": 1, "c": {"d": 2}}, "e": [1]}
+    assert merge(base, {"a": {"c": {"d": 3}}, "e": [2]}) == {"a": {"b": 1, "c": {"d": 3}}, "e": [2]}
+
+
+def test_chai_recipe_builds_the_authors_dpo_settings(params_with):
+    from trl import DPOConfig
+
+    dpo = params_with("chai")["dpo"]
+    config = DPOConfig(**trainer_arguments(dpo["trainer"], "/tmp/unused", dpo["seed"], CPU),
+                       max_length=dpo["max_length"], beta=dpo["beta"], loss_type=[dpo["loss_type"]])
+    assert (config.max_steps, config.per_device_train_batch_size, config.gradient_accumulation_steps) == (5000, 2, 4)
+    assert (config.learning_rate, config.beta, config.loss_type, config.max_length) == (1e-5, 0.1, ["sigmoid"], 1024)
+    assert config.optim == "adamw_torch" and dpo["max_prompt_length"] == 512
+    assert (dpo["lora"]["r"], dpo["lora"]["alpha"], dpo["lora"]["dropout"]) == (16, 16, 0.05)
+    assert params_with("chai")["merge"]["dtype"] == "bfloat16"

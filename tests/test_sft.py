@@ -1,0 +1,113 @@
+"""SFT on a tiny model: assistant-only labels with EOS, one template for training and generation,
+LoRA weights move and frozen ones do not, and a killed run resumes to the same adapter."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from ladder.chat import IGNORE, checked_collator, render, tokenize_for_training, use_template
+from ladder.generation import render_prompt
+from ladder.models import load_bundled_chat_tokenizer, materialize
+from ladder.training import StopAfter, hardware
+from stages.sft import train
+
+CONVERSATIONS = [
+    [{"role": "system", "content": "You are Aria, a librarian."}, {"role": "assistant", "content": "Welcome!"},
+     {"role": "user", "content": f"Tell me about book {i}."},
+     {"role": "assistant", "content": f"Book {i} is about dragons and maps."}]
+    for i in range(12)]
+
+
+def params(**trainer):
+    return {"chat_template": "base", "max_length": 64, "packing": False, "seed": 0,
+            "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
+            "trainer": {"max_steps": 4, "per_device_train_batch_size": 2, "learning_rate": 5e-3,
+                        "lr_scheduler_type": "constant", "gradient_checkpointing": False} | trainer}
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("base") / "tiny"
+    materialize("tiny:llama", folder, seed=0)
+    return folder
+
+
+@pytest.mark.parametrize("template", ["base", "chatml", "mistral"])
+def test_labels_cover_assistant_turns_and_their_end_token_only(template):
+    tokenizer = use_template(load_bundled_chat_tokenizer(), template)
+    out = tokenize_for_training(CONVERSATIONS[3], tokenizer, 512)
+    learned = tokenizer.decode([t for t in out["labels"] if t != IGNORE])
+    assert "Welcome!" in learned and "Book 3 is about dragons and maps." in learned
+    assert learned.count(tokenizer.eos_token) == 2  # each assistant turn ends with the end-of-turn token
+    assert "librarian" not in learned and "Tell me about" not in learned and "user" not in learned
+    assert [t for t, l in zip(out["input_ids"], out["labels"]) if l != IGNORE] == \
+        [l for l in out["labels"] if l != IGNORE]
+
+
+def test_long_conversations_keep_their_end_and_empty_ones_are_refused():
+    tokenizer = load_bundled_chat_tokenizer()
+    long = [{"role": "user", "content": "word " * 300}, {"role": "assistant", "content": "The end."}]
+    out = tokenize_for_training(long, tokenizer, 16)
+    assert len(out["input_ids"]) == 16 and "The end." in tokenizer.decode(out["input_ids"])
+    cut = [{"role": "assistant", "content": "Hi."}, {"role": "user", "content": "word " * 300}]
+    assert tokenize_for_training(cut, tokenizer, 16) is None  # the only reply fell off the front
+
+
+def test_a_batch_with_nothing_to_learn_is_an_error():
+    collate = checked_collator(lambda rows: {"labels": torch.tensor([[IGNORE, IGNORE]])})
+    with pytest.raises(ValueError, match="every label masked"):
+        collate([{}])
+
+
+def test_unknown_template_is_named():
+    with pytest.raises(ValueError, match="nope.*chatml.*mistral"):
+        use_template(load_bundled_chat_tokenizer(), "nope")
+
+
+def test_training_moves_lora_weights_only_and_saves_the_template(base, tmp_path, monkeypatch):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    monkeypatch.chdir(tmp_path)
+    data = {"train": CONVERSATIONS[:8], "eval": CONVERSATIONS[8:]}
+    trainer, figures, timings = train(params(), data, base, hardware(), checkpoints=tmp_path / "ck")
+    model = trainer.model
+    fresh = AutoModelForCausalLM.from_pretrained(base).state_dict()
+    for name, param in model.named_parameters():
+        plain = name.replace("base_model.model.", "").replace(".base_layer", "")
+        if "lora_" in name:
+            assert param.requires_grad
+        else:
+            assert not param.requires_grad and torch.equal(param.detach(), fresh[plain]), name
+    lora_b = [p for n, p in model.named_parameters() if "lora_B" in n]
+    assert lora_b and all(p.abs().sum() > 0 for p in lora_b)  # B starts at zero: non-zero means it trained
+    assert figures["eval_loss"] < figures["eval_loss_base"] and figures["steps"] == 4
+    assert timings["train_tokens_per_second"] > 0
+    model.save_pretrained(tmp_path / "sft")
+    trainer.processing_class.save_pretrained(tmp_path / "sft")
+    saved = AutoTokenizer.from_pretrained(tmp_path / "sft")
+    prompt = CONVERSATIONS[0][:3]
+    trained_text = render(CONVERSATIONS[0], trainer.processing_class)
+    assert trained_text.startswith(render_prompt(prompt, saved))  # generation sees what training saw
+
+
+def test_a_killed_run_resumes_to_the_same_adapter(base, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = {"train": CONVERSATIONS[:8], "eval": CONVERSATIONS[8:10]}
+    checkpointed = params(save_strategy="steps", save_steps=1)
+    whole, _, _ = train(checkpointed, data, base, hardware(), checkpoints=tmp_path / "a")
+    train(checkpointed, data, base, hardware(), checkpoints=tmp_path / "b", callbacks=[StopAfter(2)])
+    assert sorted(p.name for p in (tmp_path / "b").glob("checkpoint-*")) == ["checkpoint-1", "checkpoint-2"]
+    resumed, figures, _ = train(checkpointed, data, base, hardware(), checkpoints=tmp_path / "b")
+    assert figures["steps"] == 4
+    a = {n: p for n, p in whole.model.named_parameters() if "lora_" in n}
+    b = {n: p for n, p in resumed.model.named_parameters() if "lora_" in n}
+    assert a.keys() == b.keys() and all(torch.allclose(a[n], b[n], atol=1e-6) for n in a)
+    # Started again once finished, it trains the same steps again rather than one step past the end.
+    again, figures, _ = train(checkpointed, data, base, hardware(), checkpoints=tmp_path / "b")
+    assert figures["steps"] == 4
+    c = {n: p for n, p in again.model.named_parameters() if "lora_" in n}
+    assert all(torch.allclose(a[n], c[n], atol=1e-6) for n in a)
+    # Different inputs never resume from these checkpoints.
+    other = {"train": CONVERSATIONS[2:10], "eval": data["eval"]}
+    _, figures, _ = train(checkpointed, other, base, hardware(), checkpoints=tmp_path / "b", callbacks=[StopAfter(1)])
+    assert figures["steps"] == 1
