@@ -59,7 +59,7 @@ def test_repro_runs_everything_then_nothing(project):
     sources = list(load_params(project / "params.yaml")["fetch"]["sources"])
     first = run(["dvc", "repro"], project)
     assert ran(first) == {*(f"fetch@{s}" for s in sources), "fetch_model@base", "fetch_model@judge", "clean",
-                          "reward", "score", "sft", "dpo", "merge"}
+                          "reward", "score", "sft", "dpo", "merge", "quantize"}
     for name in sources:
         assert pl.read_parquet(project / f"data/raw/{name}.parquet").height > 0
     for table in ("conversations", "preferences", "feedback", "arena"):
@@ -68,10 +68,13 @@ def test_repro_runs_everything_then_nothing(project):
     metrics = json.loads((project / "metrics/clean.json").read_text())
     for name, m in metrics["sources"].items():
         assert m["used"] + m["rejected"] == m["rows"] > 0, name
-    for stage in ("clean", "reward", "score", "sft", "dpo", "merge"):
+    for stage in ("clean", "reward", "score", "sft", "dpo", "merge", "quantize"):
         numbers = re.findall(r'": (-?[0-9.eE+-]+|NaN|Infinity)[,\n]', (project / f"metrics/{stage}.json").read_text())
         assert numbers and all(math.isfinite(float(x)) for x in numbers), stage
     assert (project / "models/merged/model.safetensors").is_file() and (project / "models/merged/README.md").is_file()
+    quantized = json.loads((project / "metrics/quantize.json").read_text())["formats"]
+    assert set(quantized) == {"int8", "nf4", "gguf-f16", "gguf-q8_0"}
+    assert all((project / "models/quantized" / f / "model.safetensors").is_file() for f in ("int8", "nf4"))
     second = run(["dvc", "repro"], project)
     assert ran(second) == set() and "up to date" in second
 
@@ -87,7 +90,7 @@ def test_changing_the_filter_reruns_scoring_only(project):
     params = project / "params.yaml"
     params.write_text(params.read_text().replace("filter: {keep_top: 0.9}", "filter: {keep_top: 0.5}"))
     output = run(["dvc", "repro"], project)
-    assert ran(output) == {"score", "sft", "dpo", "merge"}
+    assert ran(output) == {"score", "sft", "dpo", "merge", "quantize"}
     metrics = json.loads((project / "metrics/score.json").read_text())
     assert metrics["sft"]["train"]["kept"] == round(0.5 * metrics["sft"]["train"]["scored"])
 
@@ -101,5 +104,5 @@ def test_changing_one_source_reruns_only_its_fetch_and_clean(project):
     params.write_text(params.read_text().replace("data/samples/roleplay_anime.jsonl", "data/custom/anime.jsonl"))
     output = run(["dvc", "repro"], project)
     # reward reads feedback only, which did not change
-    assert ran(output) == {"fetch@anime", "clean", "score", "sft", "dpo", "merge"}
+    assert ran(output) == {"fetch@anime", "clean", "score", "sft", "dpo", "merge", "quantize"}
     assert json.loads((project / "metrics/clean.json").read_text())["sources"]["anime"]["rows"] == 40

@@ -1,0 +1,174 @@
+"""quantize: the merged chat model in smaller formats, each measured against the merged model.
+
+Reads   models/merged, data/scored/sft.parquet (eval conversations for the fidelity figures), params
+        `quantize` (formats, gguf_types, dtype, nf4_compute_dtype, eval_conversations, max_length,
+        generation_tokens).
+Writes  models/quantized/{int8,nf4}/ (bitsandbytes; `from_pretrained` loads them back quantized),
+        models/quantized/gguf/model-<type>.gguf (llama.cpp / Ollama; tokenizer and chat template inside),
+        metrics/quantize.json (per format: mean next-token KL divergence from the merged model, top-1
+        agreement, perplexity and its change, size on disk and its ratio to 16 bits),
+        metrics/timings/quantize.json (seconds to quantize and to load, generation tokens/s).
+
+Weights bitsandbytes leaves unquantized (embeddings, norms, lm_head) are stored in `quantize.dtype` (16-bit),
+so the size ratio is reported twice: for the whole file, and for the quantized layers alone.
+Any format is loaded back by name with ladder.quantization.load_quantized (int8, nf4, gguf-<type>).
+
+Usage:
+    python -m stages.quantize
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from pathlib import Path
+
+import click
+
+log = logging.getLogger("ladder.quantize")
+MERGED, OUT = Path("models/merged"), Path("models/quantized")
+ITEM_BYTES = {"I8": 1, "U8": 1, "F16": 2, "BF16": 2, "F32": 4, "I64": 8}
+
+
+def quantize_bnb(merged: Path, target: Path, method: str, dtype: str, compute_dtype: str, cuda: bool) -> None:
+    """Load the merged model through bitsandbytes and save it quantized, with its tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ladder.quantization import bnb_config, device_map
+
+    model = AutoModelForCausalLM.from_pretrained(merged, quantization_config=bnb_config(method, compute_dtype),
+                                                 dtype=getattr(torch, dtype), device_map=device_map(cuda))
+    model.save_pretrained(target, safe_serialization=True)
+    AutoTokenizer.from_pretrained(merged).save_pretrained(target)
+
+
+def fidelity(reference, candidate, batches: list) -> dict:
+    """Next-token agreement of `candidate` with `reference` over tokenized texts: mean KL(reference || candidate)
+    per position, top-1 agreement, and the perplexity of each on the texts' own next tokens."""
+    import torch
+    import torch.nn.functional as F
+
+    kl = agree = nll_ref = nll_cand = positions = 0.0
+    with torch.inference_mode():
+        for ids in batches:
+            ref = F.log_softmax(reference(ids.to(reference.device)).logits[0, :-1].float().cpu(), dim=-1)
+            cand = F.log_softmax(candidate(ids.to(candidate.device)).logits[0, :-1].float().cpu(), dim=-1)
+            target = ids[0, 1:]
+            kl += float(F.kl_div(cand, ref, log_target=True, reduction="sum"))
+            agree += float((ref.argmax(-1) == cand.argmax(-1)).sum())
+            nll_ref -= float(ref.gather(1, target[:, None]).sum())
+            nll_cand -= float(cand.gather(1, target[:, None]).sum())
+            positions += len(target)
+    ppl_ref, ppl = math.exp(nll_ref / positions), math.exp(nll_cand / positions)
+    return {"kl_mean": kl / positions, "top1_agreement": agree / positions, "perplexity": ppl,
+            "perplexity_reference": ppl_ref, "perplexity_change": ppl - ppl_ref, "positions": int(positions)}
+
+
+def sizes(files: list[Path], numels: dict[str, int]) -> dict:
+    """Bytes on disk, and the bytes and original element count of the tensors stored quantized (int8 or
+    packed 4-bit weights with their scales in safetensors; quantized GGML types in GGUF)."""
+    from gguf import GGMLQuantizationType as Q, GGUFReader
+    from safetensors import safe_open
+
+    q_bytes = q_numel = 0
+    for f in files:
+        if f.suffix == ".gguf":
+            for t in GGUFReader(f).tensors:
+                if t.tensor_type not in (Q.F32, Q.F16, Q.BF16):
+                    q_bytes, q_numel = q_bytes + int(t.n_bytes), q_numel + int(t.n_elements)
+            continue
+        with safe_open(f, "pt") as st:
+            info = {k: (st.get_slice(k).get_dtype(), math.prod(st.get_slice(k).get_shape())) for k in st.keys()}
+        for key, (dtype, _) in info.items():
+            if key.endswith(".weight") and dtype in ("I8", "U8"):
+                module = key.removesuffix("weight")  # the weight and its scales: <module>.weight*, <module>.SCB
+                q_numel += numels[key]
+                q_bytes += sum(n * ITEM_BYTES[d] for k, (d, n) in info.items() if k.startswith(module))
+    return {"bytes": sum(f.stat().st_size for f in files), "quantized_bytes": q_bytes, "quantized_numel": q_numel}
+
+
+def generation_speed(model, tokenizer, prompt: str, new_tokens: int) -> float:
+    """Greedy tokens/s for `new_tokens` tokens after `prompt` (timing only; the text is not used)."""
+    import torch
+
+    ids = tokenizer(prompt, return_tensors="pt", add_special_tokens=False).to(model.device)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        model.generate(**ids, max_new_tokens=new_tokens, min_new_tokens=new_tokens, do_sample=False,
+                       pad_token_id=tokenizer.pad_token_id)
+    return new_tokens / (time.perf_counter() - start)
+
+
+@click.command(help=__doc__)
+@click.option("--params", "params_file", default="params.yaml", show_default=True)
+def main(params_file: str) -> None:
+    import polars as pl
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ladder.chat import render
+    from ladder.gguf_export import export_gguf
+    from ladder.io import atomic_path, write_json
+    from ladder.params import load_params
+    from ladder.quantization import BNB_METHODS, format_names, load_quantized, weight_files
+    from ladder.training import hardware
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # bitsandbytes logs "inputs will be cast to float16" on every int8 matmul call; that is how LLM.int8 works
+    logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
+    q = load_params(params_file)["quantize"]
+    unknown = set(q["formats"]) - {*BNB_METHODS, "gguf"}
+    if unknown:
+        raise click.BadParameter(f"unknown format(s) {sorted(unknown)}; known: int8, nf4, gguf", param_hint="quantize.formats")
+    hw = hardware()
+    compute = "bfloat16" if hw["bf16"] else "float32"
+    log.info("hardware %s; fidelity computed in %s", hw, compute)
+    timings: dict[str, dict] = {"quantize_seconds": {}, "load_seconds": {}, "generation_tokens_per_s": {}}
+    with atomic_path(OUT) as tmp:
+        tmp.mkdir()
+        for fmt in q["formats"]:
+            start = time.perf_counter()
+            if fmt == "gguf":
+                (tmp / "gguf").mkdir()
+                for gguf_type in q["gguf_types"]:
+                    export_gguf(MERGED, tmp / "gguf" / f"model-{gguf_type}.gguf", gguf_type)
+            else:
+                quantize_bnb(MERGED, tmp / fmt, fmt, q["dtype"], q["nf4_compute_dtype"], hw["cuda"])
+            timings["quantize_seconds"][fmt] = round(time.perf_counter() - start, 2)
+
+    tokenizer = AutoTokenizer.from_pretrained(MERGED)
+    reference = AutoModelForCausalLM.from_pretrained(MERGED, dtype=getattr(torch, compute)).to(
+        "cuda" if hw["cuda"] else "cpu").eval()
+    numels = {k: v.numel() for k, v in reference.state_dict().items()}
+    size_16bit = 2 * sum(p.numel() for p in reference.parameters())  # tied weights counted once
+    eval_rows = pl.read_parquet("data/scored/sft.parquet").filter(pl.col("split") == "eval").sort("id")
+    texts = [render(m, tokenizer) for m in eval_rows["messages"].to_list()[:q["eval_conversations"]]]
+    batches = [tokenizer(t, return_tensors="pt", add_special_tokens=False, truncation=True,
+                         max_length=q["max_length"]).input_ids for t in texts]
+    prompt = render(eval_rows["messages"][0][:1], tokenizer, generation_prompt=True)
+    speed = timings["generation_tokens_per_s"]
+    speed["merged"] = round(generation_speed(reference, tokenizer, prompt, q["generation_tokens"]), 2)
+    results = {}
+    for name in format_names(q["formats"], q["gguf_types"]):
+        start = time.perf_counter()
+        model, _ = load_quantized(OUT, name, dtype=compute, cuda=hw["cuda"])
+        load_seconds = time.perf_counter() - start
+        figures = fidelity(reference, model, batches)
+        size = sizes(weight_files(OUT, name), numels)
+        results[name] = {
+            **{k: round(v, 6) if isinstance(v, float) else v for k, v in figures.items()},
+            "size_mb": round(size["bytes"] / 2**20, 2), "size_ratio_16bit": round(size["bytes"] / size_16bit, 4),
+            "quantized_layers_ratio_16bit": round(size["quantized_bytes"] / (2 * size["quantized_numel"]), 4)
+            if size["quantized_numel"] else None}
+        timings["load_seconds"][name] = round(load_seconds, 2)
+        speed[name] = round(generation_speed(model, tokenizer, prompt, q["generation_tokens"]), 2)
+        log.info("%s: %s", name, results[name])
+        del model
+    write_json({"reference": {"size_16bit_mb": round(size_16bit / 2**20, 2), "eval_conversations": len(batches)},
+                "formats": results}, "metrics/quantize.json")
+    write_json(timings, "metrics/timings/quantize.json")
+
+
+if __name__ == "__main__":
+    main()
