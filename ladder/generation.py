@@ -11,9 +11,10 @@ def render_prompt(messages: list[dict], tokenizer) -> str:
 
 
 def sample_replies(model, tokenizer, prompts: list[list[dict]], n: int, sampling: dict, seed: int,
-                   batch_size: int = 8, max_input_tokens: int = 1024) -> list[list[str]]:
+                   batch_size: int = 8, max_input_tokens: int = 1024, counts: dict | None = None) -> list[list[str]]:
     """`n` sampled replies per prompt (a list of messages), in prompt order. `sampling` holds
-    max_new_tokens, temperature, top_p, top_k and optionally stop (strings that end a reply)."""
+    max_new_tokens, temperature, top_p, top_k and optionally stop (strings that end a reply: generation
+    stops there, and the reply is cut before it). `counts`, if given, gets the number of generated tokens."""
     import torch
 
     tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
@@ -34,8 +35,12 @@ def sample_replies(model, tokenizer, prompts: list[list[dict]], n: int, sampling
             out = model.generate(**inputs, do_sample=True, num_return_sequences=n,
                                  max_new_tokens=sampling["max_new_tokens"], temperature=sampling["temperature"],
                                  top_p=sampling["top_p"], top_k=sampling["top_k"],
-                                 pad_token_id=tokenizer.pad_token_id)
-        new = tokenizer.batch_decode(out[:, inputs["input_ids"].shape[1]:], skip_special_tokens=True)
+                                 pad_token_id=tokenizer.pad_token_id, **({"stop_strings": stop, "tokenizer": tokenizer}
+                                                                         if stop else {}))
+        generated = out[:, inputs["input_ids"].shape[1]:]
+        if counts is not None:
+            counts["tokens"] = counts.get("tokens", 0) + int((generated != tokenizer.pad_token_id).sum())
+        new = tokenizer.batch_decode(generated, skip_special_tokens=True)
         for k, text in enumerate(new):
             replies[batch[k // n]].append(cut_at_stop(text, stop))
     return replies

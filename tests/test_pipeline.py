@@ -59,7 +59,8 @@ def test_repro_runs_everything_then_nothing(project):
     sources = list(load_params(project / "params.yaml")["fetch"]["sources"])
     first = run(["dvc", "repro"], project)
     assert ran(first) == {*(f"fetch@{s}" for s in sources), "fetch_model@base", "fetch_model@judge", "clean",
-                          "reward", "score", "sft", "dpo", "merge", "quantize"}
+                          "reward", "score", "sft", "dpo", "merge", "quantize", "classifier", "inference",
+                          "metrics"}
     for name in sources:
         assert pl.read_parquet(project / f"data/raw/{name}.parquet").height > 0
     for table in ("conversations", "preferences", "feedback", "arena"):
@@ -68,13 +69,28 @@ def test_repro_runs_everything_then_nothing(project):
     metrics = json.loads((project / "metrics/clean.json").read_text())
     for name, m in metrics["sources"].items():
         assert m["used"] + m["rejected"] == m["rows"] > 0, name
-    for stage in ("clean", "reward", "score", "sft", "dpo", "merge", "quantize"):
+    for stage in ("clean", "reward", "score", "sft", "dpo", "merge", "quantize", "judge", "eval"):
         numbers = re.findall(r'": (-?[0-9.eE+-]+|NaN|Infinity)[,\n]', (project / f"metrics/{stage}.json").read_text())
         assert numbers and all(math.isfinite(float(x)) for x in numbers), stage
     assert (project / "models/merged/model.safetensors").is_file() and (project / "models/merged/README.md").is_file()
     quantized = json.loads((project / "metrics/quantize.json").read_text())["formats"]
     assert set(quantized) == {"int8", "nf4", "gguf-f16", "gguf-q8_0"}
     assert all((project / "models/quantized" / f / "model.safetensors").is_file() for f in ("int8", "nf4"))
+    judge = json.loads((project / "metrics/judge.json").read_text())
+    assert judge["eval_rows"] > 0 and 0 <= judge["accuracy_tta"] <= 1 and "position_flip_rate" in judge
+    assert (project / "models/judge/head.safetensors").is_file() and (project / "plots/judge/confusion.json").is_file()
+    params = load_params(project / "params.yaml")["inference"]
+    responses = pl.read_parquet(project / "data/generations/responses.parquet")
+    assert responses.height == len(params["models"]) * params["n_prompts"]
+    judged = pl.read_parquet(project / "data/generations/judgments.parquet")
+    models = len(params["models"])
+    assert judged.height == params["n_prompts"] * models * (models - 1) // 2
+    report = json.loads((project / "metrics/eval.json").read_text())
+    assert set(report["models"]) == set(params["models"]) and report["models"]["base"]["elo"] == 1000.0
+    for figures in report["models"].values():
+        assert math.isfinite(figures["elo"]) and figures["elo_95"][0] <= figures["elo"] <= figures["elo_95"][1]
+    assert set(report["stages"]) == {"reward", "sft", "dpo", "merge", "judge", "quantize"}
+    assert len(json.loads((project / "plots/eval/elo.json").read_text())) == models
     second = run(["dvc", "repro"], project)
     assert ran(second) == set() and "up to date" in second
 
@@ -90,7 +106,7 @@ def test_changing_the_filter_reruns_scoring_only(project):
     params = project / "params.yaml"
     params.write_text(params.read_text().replace("filter: {keep_top: 0.9}", "filter: {keep_top: 0.5}"))
     output = run(["dvc", "repro"], project)
-    assert ran(output) == {"score", "sft", "dpo", "merge", "quantize"}
+    assert ran(output) == {"score", "sft", "dpo", "merge", "quantize", "inference", "metrics"}
     metrics = json.loads((project / "metrics/score.json").read_text())
     assert metrics["sft"]["train"]["kept"] == round(0.5 * metrics["sft"]["train"]["scored"])
 
@@ -104,5 +120,14 @@ def test_changing_one_source_reruns_only_its_fetch_and_clean(project):
     params.write_text(params.read_text().replace("data/samples/roleplay_anime.jsonl", "data/custom/anime.jsonl"))
     output = run(["dvc", "repro"], project)
     # reward reads feedback only, which did not change
-    assert ran(output) == {"fetch@anime", "clean", "score", "sft", "dpo", "merge", "quantize"}
+    assert ran(output) == {"fetch@anime", "clean", "score", "sft", "dpo", "merge", "quantize", "inference", "metrics"}
     assert json.loads((project / "metrics/clean.json").read_text())["sources"]["anime"]["rows"] == 40
+
+
+def test_a_judge_variant_reruns_only_the_judge_and_what_reads_it(project):
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "state after the reruns above"], project)
+    output = run(["dvc", "exp", "run", "-S", "classifier.head_dropout=0.2"], project)
+    assert ran(output) == {"classifier", "inference", "metrics"}
+    shown = run(["dvc", "exp", "show", "--md", "--no-pager"], project)
+    assert "head_dropout" in shown and "0.2" in shown

@@ -83,3 +83,25 @@ def test_chai_recipe_builds_the_authors_dpo_settings(params_with):
     assert config.optim == "adamw_torch" and dpo["max_prompt_length"] == 512
     assert (dpo["lora"]["r"], dpo["lora"]["alpha"], dpo["lora"]["dropout"]) == (16, 16, 0.05)
     assert params_with("chai")["merge"]["dtype"] == "bfloat16"
+
+
+def test_wsdm_recipe_builds_the_judge_settings(params_with):
+    from peft import LoraConfig
+    from transformers import TrainingArguments
+
+    from ladder.quantization import bnb_config
+
+    params = params_with("wsdm")
+    judge = params["classifier"]
+    args = TrainingArguments(**trainer_arguments(judge["trainer"], "/tmp/unused", judge["seed"], CPU))
+    assert (args.num_train_epochs, args.per_device_train_batch_size, args.gradient_accumulation_steps) == (1, 8, 2)
+    assert (args.learning_rate, args.optim, args.lr_scheduler_type, args.seed) == (2e-4, "adamw_8bit", "linear", 0xFACED)
+    assert args.warmup_steps == pytest.approx(0.025)
+    lora = LoraConfig(r=judge["lora"]["r"], lora_alpha=judge["lora"]["alpha"], lora_dropout=judge["lora"]["dropout"],
+                      target_modules=judge["lora"]["target_modules"])
+    assert (lora.r, lora.lora_alpha, lora.lora_dropout) == (64, 4, 0.05)
+    assert set(lora.target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
+    quantization = bnb_config(judge["quantization"])
+    assert quantization.load_in_8bit and quantization.llm_int8_threshold == 6.0
+    assert (judge["max_length"], judge["head_dropout"], judge["ties"]) == (2200, 0.1, "drop")
+    assert params["fetch"]["judge_model"] == "google/gemma-2-9b-it" and len(params["fetch"]["judge_revision"]) == 40

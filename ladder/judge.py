@@ -1,0 +1,231 @@
+"""The pairwise preference judge of the WSDM Cup recipe: build, save, load, and score pairs with swap TTA.
+
+Input text as the winning team built it, every field through ftfy.fix_text:
+    "<prompt>: {prompt}\\n\\n<response_a>: {a}\\n\\n<response_b>: {b}"
+truncated on the LEFT to `max_length` tokens (the end of the responses survives), with an optional
+per-field token budget so one very long field cannot push the others out. Decoder backbones (Llama, Gemma,
+Qwen) are padded on the left and read at the last position, which is then always the appended EOS token;
+encoder backbones (BERT-like) are padded on the right and read at [CLS], because their position embeddings
+are absolute and left padding would shift them.
+
+Head: Dropout -> Linear(h, h/2) -> Dropout -> GELU -> Linear(h/2, n), n = 2 (a wins, b wins) or 3 (+ tie).
+Test-time augmentation scores (a, b) and (b, a) and averages P(a wins) from both; the two passes are matched
+by (row id, order), never by position, so any batching or length sort gives the same answer.
+
+    judge = load_judge("models/judge")
+    judge.score([{"id": "x1", "prompt": "...", "response_a": "...", "response_b": "..."}])
+    # {"x1": {"p_a": 0.71, "p_b": 0.29, "p_a_ab": 0.74, "p_a_ba": 0.68}}
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+CONFIG_FILE, HEAD_FILE = "judge.json", "head.safetensors"
+LABELS = ("model_a", "model_b", "tie")
+
+
+def fix(text: str) -> str:
+    import ftfy
+
+    return ftfy.fix_text(text)
+
+
+def keep_last_tokens(text: str, tokenizer, budget: int | None) -> str:
+    """The end of `text` that fits in `budget` tokens, cut at a token boundary of the original string."""
+    if not budget:
+        return text
+    encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+    offsets = encoded["offset_mapping"]
+    return text if len(offsets) <= budget else text[offsets[-budget][0]:]
+
+
+def judge_fields(prompt: str, a: str, b: str, tokenizer=None, field_budget: dict | None = None) -> tuple[str, str, str]:
+    """The three fields fixed by ftfy and, with a budget, cut to their last `prompt` / `response` tokens."""
+    budget = field_budget or {}
+    prompt, a, b = fix(prompt), fix(a), fix(b)
+    if tokenizer is not None and budget:
+        prompt = keep_last_tokens(prompt, tokenizer, budget.get("prompt"))
+        a = keep_last_tokens(a, tokenizer, budget.get("response"))
+        b = keep_last_tokens(b, tokenizer, budget.get("response"))
+    return prompt, a, b
+
+
+def layout(prompt: str, a: str, b: str) -> str:
+    return f"<prompt>: {prompt}\n\n<response_a>: {a}\n\n<response_b>: {b}"
+
+
+def judge_text(prompt: str, a: str, b: str, tokenizer=None, field_budget: dict | None = None) -> str:
+    return layout(*judge_fields(prompt, a, b, tokenizer, field_budget))
+
+
+def is_decoder(config) -> bool:
+    """Encoders are the architectures that have a masked-LM head (BERT, RoBERTa, DeBERTa, ...)."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+    return config.model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+
+
+def prepare_tokenizer(tokenizer, decoder: bool):
+    tokenizer.truncation_side = "left"
+    tokenizer.padding_side = "left" if decoder else "right"
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def encode(texts: list[str], tokenizer, max_length: int, decoder: bool) -> list[list[int]]:
+    """Token ids, truncated on the left; decoders get EOS appended (the WSDM tokenizer added EOS) so the
+    position the head reads is the same token for every row."""
+    if not decoder:
+        return tokenizer(texts, truncation=True, max_length=max_length)["input_ids"]
+    ids = tokenizer(texts, truncation=True, max_length=max_length - 1)["input_ids"]
+    return [row + [tokenizer.eos_token_id] for row in ids]
+
+
+def head(hidden: int, labels: int, dropout: float) -> nn.Sequential:
+    return nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, hidden // 2), nn.Dropout(dropout), nn.GELU(),
+                         nn.Linear(hidden // 2, labels))
+
+
+class PairJudge(nn.Module):
+    """A backbone (optionally LoRA and quantized) and the custom head over one pooled position."""
+
+    def __init__(self, backbone, hidden: int, labels: int, dropout: float, decoder: bool):
+        super().__init__()
+        self.backbone, self.decoder = backbone, decoder
+        self.head = head(hidden, labels, dropout)
+
+    def forward(self, input_ids, attention_mask, labels=None):
+        from transformers.modeling_outputs import SequenceClassifierOutput
+
+        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        pooled = hidden[:, -1] if self.decoder else hidden[:, 0]  # left-padded decoder: EOS; encoder: [CLS]
+        logits = self.head(pooled.float())
+        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+def load_backbone(path: str | Path, quantization: str = "none", cuda: bool = False, bf16: bool = False):
+    """The bare backbone (no LM or classification head), through the quantize stage's bitsandbytes settings."""
+    from transformers import AutoModel
+
+    from ladder.quantization import bnb_config, device_map
+
+    config = bnb_config(quantization, "bfloat16" if bf16 else "float32")
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    if config is None:
+        return AutoModel.from_pretrained(path, dtype=dtype).to("cuda" if cuda else "cpu")
+    return AutoModel.from_pretrained(path, quantization_config=config, dtype=dtype, device_map=device_map(cuda))
+
+
+def build_judge(backbone_path: str | Path, labels: int, head_dropout: float, quantization: str, lora: dict | None,
+                seed: int, cuda: bool = False, bf16: bool = False) -> PairJudge:
+    """A trainable judge: LoRA on the (possibly quantized) backbone, a freshly initialised head trained in full."""
+    backbone = load_backbone(backbone_path, quantization, cuda, bf16)
+    torch.manual_seed(seed)  # LoRA's and the head's initial weights
+    if quantization != "none":
+        if not lora:
+            raise ValueError("a quantized backbone is trained through LoRA only: set classifier.lora")
+        from peft import prepare_model_for_kbit_training
+        backbone = prepare_model_for_kbit_training(backbone, use_gradient_checkpointing=False)
+    if lora:
+        from peft import LoraConfig, get_peft_model
+        backbone = get_peft_model(backbone, LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+                                                       target_modules=lora["target_modules"], bias="none"))
+    model = PairJudge(backbone, backbone.config.hidden_size, labels, head_dropout, is_decoder(backbone.config))
+    model.head.to(next(backbone.parameters()).device)  # only the head: a bitsandbytes backbone refuses .to()
+    return model
+
+
+def save_judge(model: PairJudge, tokenizer, settings: dict, target: Path) -> None:
+    """The adapter (or the full backbone without LoRA), the head, the tokenizer and the settings to rebuild it."""
+    from safetensors.torch import save_file
+
+    from ladder.training import save_adapter
+
+    target.mkdir(parents=True, exist_ok=True)
+    if settings.get("lora"):
+        save_adapter(model.backbone, target / "adapter")
+    else:
+        model.backbone.save_pretrained(target / "backbone", safe_serialization=True)
+    save_file({k: v.detach().float().cpu().contiguous() for k, v in model.head.state_dict().items()}, target / HEAD_FILE)
+    tokenizer.save_pretrained(target)
+    (target / CONFIG_FILE).write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
+
+
+class Judge:
+    """A trained judge ready to score pairs."""
+
+    def __init__(self, model: PairJudge, tokenizer, settings: dict):
+        self.model, self.settings = model.eval(), settings
+        self.tokenizer = prepare_tokenizer(tokenizer, model.decoder)
+        self.labels = len(settings["labels"])
+
+    def probabilities(self, keyed_texts: dict, batch_size: int = 32) -> dict:
+        """Softmax over the labels for each text, by key; batches are formed in length order."""
+        keys = list(keyed_texts)
+        ids = encode([keyed_texts[k] for k in keys], self.tokenizer, self.settings["max_length"], self.model.decoder)
+        order = sorted(range(len(keys)), key=lambda i: (len(ids[i]), i))
+        device = next(self.model.parameters()).device
+        out = {}
+        with torch.inference_mode():
+            for start in range(0, len(order), batch_size):
+                chunk = order[start:start + batch_size]
+                batch = self.tokenizer.pad({"input_ids": [ids[i] for i in chunk]}, return_tensors="pt").to(device)
+                probs = self.model(**batch).logits.softmax(-1).float().cpu()
+                out.update({keys[i]: p for i, p in zip(chunk, probs)})
+        return out
+
+    def score(self, rows: list[dict], tta: bool = True, batch_size: int = 32) -> dict[str, dict]:
+        """Per row id: P(a wins) and P(b wins) (and P(tie) with three labels), averaged over both orders when
+        `tta`, plus P(a wins) from each order alone (p_a_ab, p_a_ba)."""
+        if len({r["id"] for r in rows}) != len(rows):
+            raise ValueError("judge rows need unique ids: the two orders are matched by id")
+        texts = {}
+        for r in rows:
+            prompt, a, b = judge_fields(r["prompt"], r["response_a"], r["response_b"], self.tokenizer,
+                                        self.settings.get("field_budget"))
+            texts[(r["id"], "ab")] = layout(prompt, a, b)
+            if tta:
+                texts[(r["id"], "ba")] = layout(prompt, b, a)
+        probs = self.probabilities(texts, batch_size)
+        scored = {}
+        for r in rows:
+            ab = probs[(r["id"], "ab")]
+            frames = [ab]
+            if tta:  # in the swapped pass, label 0 ("the first response wins") means b
+                ba = probs[(r["id"], "ba")]
+                frames.append(torch.cat([ba[1:2], ba[0:1], ba[2:]]))
+            mean = torch.stack(frames).mean(0)
+            result = {"p_a": float(mean[0]), "p_b": float(mean[1]), "p_a_ab": float(ab[0])}
+            if tta:
+                result["p_a_ba"] = float(frames[1][0])
+            if self.labels == 3:
+                result["p_tie"] = float(mean[2])
+            scored[r["id"]] = result
+        return scored
+
+
+def load_judge(path: str | Path, cuda: bool = False, bf16: bool = False) -> Judge:
+    """A judge saved by the classifier stage (its backbone is read from where the settings say)."""
+    from safetensors.torch import load_file
+    from transformers import AutoTokenizer
+
+    path = Path(path)
+    settings = json.loads((path / CONFIG_FILE).read_text())
+    if settings.get("lora"):
+        from peft import PeftModel
+        backbone = load_backbone(settings["backbone"], settings["quantization"], cuda, bf16)
+        backbone = PeftModel.from_pretrained(backbone, path / "adapter")
+        if settings["quantization"] == "none":  # folded into the weights: the same logits, a third faster on CPU
+            backbone = backbone.merge_and_unload()
+    else:
+        backbone = load_backbone(path / "backbone", "none", cuda, bf16)
+    model = PairJudge(backbone, backbone.config.hidden_size, len(settings["labels"]), 0.0, is_decoder(backbone.config))
+    model.head.load_state_dict(load_file(path / HEAD_FILE))
+    model.head.to(next(backbone.parameters()).device)
+    return Judge(model, AutoTokenizer.from_pretrained(path), settings)

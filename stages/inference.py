@@ -1,0 +1,194 @@
+"""inference: every chat model answers the same held-out prompts; the judge compares every pair of models
+on every prompt and the reward model scores every reply.
+
+Reads   data/clean/conversations.parquet (eval split), the models named in `inference.models` (base, sft,
+        merged, int8, nf4, gguf-f16, gguf-q8_0), models/judge (+ models/judge_base), models/reward, params
+        `inference` (models, n_prompts, seed, backend, sampling, best_of, batch_size), `reward.max_length`.
+Writes  data/generations/responses.parquet (prompt_id, model, reply, reward, samples),
+        data/generations/judgments.parquet (prompt_id, model_a, model_b, p_a / p_b / p_tie with swap TTA,
+        p_a_ab and p_a_ba from each order alone),
+        metrics/timings/inference.json (load time and generated tokens/s per model).
+
+Prompts are eval conversations cut before their last assistant turn, `n_prompts` of them chosen with the
+seed, each rendered with the model's own saved chat template. `best_of` samples per prompt; the reward
+model keeps the best. `backend: vllm` generates with vLLM when it is installed and a GPU is present
+(base, merged and GGUF models); everything else, and every CPU run, uses transformers' generate. The
+choice is logged.
+
+Usage:
+    python -m stages.inference
+"""
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import logging
+import random
+import time
+from pathlib import Path
+
+import click
+
+log = logging.getLogger("ladder.inference")
+CHAT_MODELS = ("base", "sft", "merged", "int8", "nf4", "gguf-f16", "gguf-q8_0")
+VLLM_MODELS = ("base", "merged", "gguf-f16", "gguf-q8_0")
+JUDGMENT_COLUMNS = ("p_a", "p_b", "p_tie", "p_a_ab", "p_a_ba")  # p_tie is null for a two-label judge
+
+
+def held_out_prompts(path: str | Path, n: int, seed: int) -> list[dict]:
+    """`n` eval conversations (seeded choice, id order), each cut before its last assistant turn."""
+    import polars as pl
+
+    df = pl.read_parquet(path)
+    for column in ("id", "messages", "split"):
+        if column not in df.columns:
+            raise ValueError(f"{path}: column {column!r} is missing")
+    prompts = []
+    for row in df.filter(pl.col("split") == "eval").sort("id").iter_rows(named=True):
+        last = max((i for i, m in enumerate(row["messages"]) if m["role"] == "assistant"), default=0)
+        if last and any(m["role"] == "user" for m in row["messages"][:last]):
+            prompts.append({"prompt_id": row["id"], "messages": row["messages"][:last]})
+    return sorted(random.Random(seed).sample(prompts, min(n, len(prompts))), key=lambda p: p["prompt_id"])
+
+
+def vllm_installed() -> bool:
+    return importlib.util.find_spec("vllm") is not None
+
+
+def choose_backend(requested: str, model: str, hw: dict) -> str:
+    """vLLM when asked for, installed, on a GPU, and able to serve this model; else transformers."""
+    if requested not in ("hf", "vllm"):
+        raise ValueError(f"inference.backend must be hf or vllm, not {requested!r}")
+    if requested == "vllm" and hw["cuda"] and model in VLLM_MODELS and vllm_installed():
+        return "vllm"
+    return "hf"
+
+
+def load_chat_model(name: str, hw: dict):
+    """(model, tokenizer) for a chat model by name, with the tokenizer and chat template saved beside it."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ladder.quantization import load_quantized
+
+    if name not in CHAT_MODELS:
+        raise ValueError(f"unknown model {name!r} in inference.models; known: {', '.join(CHAT_MODELS)}")
+    dtype = torch.bfloat16 if hw["bf16"] else torch.float32
+    device = "cuda" if hw["cuda"] else "cpu"
+    if name in ("base", "merged"):
+        path = f"models/{name}"
+        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval(), AutoTokenizer.from_pretrained(path)
+    if name == "sft":
+        from peft import PeftModel
+        model = AutoModelForCausalLM.from_pretrained("models/base", dtype=dtype)
+        model = PeftModel.from_pretrained(model, "models/sft").merge_and_unload()
+        return model.to(device).eval(), AutoTokenizer.from_pretrained("models/sft")
+    return load_quantized("models/quantized", name, dtype="bfloat16" if hw["bf16"] else "float32", cuda=hw["cuda"])
+
+
+def vllm_replies(name: str, prompts: list[list[dict]], n: int, sampling: dict, seed: int) -> list[list[str]]:
+    """The same sampling through vLLM (GPU only)."""
+    from vllm import LLM, SamplingParams
+
+    from ladder.generation import cut_at_stop
+
+    path = "models/merged" if name == "merged" else "models/base"
+    kwargs = {"model": path}
+    if name.startswith("gguf-"):
+        kwargs = {"model": f"models/quantized/gguf/model-{name.removeprefix('gguf-')}.gguf", "tokenizer": "models/merged"}
+    llm = LLM(seed=seed, max_model_len=sampling["max_input_tokens"] + sampling["max_new_tokens"], **kwargs)
+    stop = list(sampling.get("stop") or [])
+    params = SamplingParams(n=n, temperature=sampling["temperature"], top_p=sampling["top_p"], top_k=sampling["top_k"],
+                            max_tokens=sampling["max_new_tokens"], stop=stop or None, seed=seed)
+    outputs = llm.chat(prompts, params, add_generation_prompt=True)
+    return [[cut_at_stop(c.text, stop) for c in out.outputs] for out in outputs]
+
+
+def best_replies(samples: list[list[str]], prompts: list[list[dict]], scorer) -> tuple[list[str], list[float]]:
+    """Per prompt, the sample the reward model scores highest (the first of equals), and its score."""
+    flat = [(i, reply) for i, replies in enumerate(samples) for reply in replies]
+    scores = scorer.score_conversations([prompts[i] + [{"role": "assistant", "content": r}] for i, r in flat])
+    best: dict[int, tuple[float, str]] = {}
+    for (i, reply), score in zip(flat, scores):
+        if i not in best or score > best[i][0]:
+            best[i] = (score, reply)
+    return [best[i][1] for i in range(len(prompts))], [best[i][0] for i in range(len(prompts))]
+
+
+def judge_prompt(messages: list[dict]) -> str:
+    """The conversation so far as the judge's prompt field: one "role: content" line per message."""
+    return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
+
+
+def pairwise(responses: dict[str, list[str]], prompts: list[dict]) -> list[dict]:
+    """Judge rows for every pair of models (in `inference.models` order) on every prompt."""
+    return [{"id": f"{p['prompt_id']}|{a}|{b}", "prompt_id": p["prompt_id"], "model_a": a, "model_b": b,
+             "prompt": judge_prompt(p["messages"]), "response_a": responses[a][i], "response_b": responses[b][i]}
+            for i, p in enumerate(prompts) for a, b in itertools.combinations(responses, 2)]
+
+
+@click.command(help=__doc__)
+@click.option("--params", "params_file", default="params.yaml", show_default=True)
+def main(params_file: str) -> None:
+    import polars as pl
+
+    from ladder.generation import sample_replies
+    from ladder.io import write_json, write_parquet
+    from ladder.judge import load_judge
+    from ladder.params import load_params
+    from ladder.reward_model import Scorer
+    from ladder.training import hardware
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
+    all_params = load_params(params_file)
+    params = all_params["inference"]
+    unknown = [m for m in params["models"] if m not in CHAT_MODELS]
+    if unknown:
+        raise click.BadParameter(f"unknown model(s) {unknown}; known: {', '.join(CHAT_MODELS)}",
+                                 param_hint="inference.models")
+    hw = hardware()
+    prompts = held_out_prompts("data/clean/conversations.parquet", params["n_prompts"], params["seed"])
+    messages = [p["messages"] for p in prompts]
+    scorer = Scorer("models/reward", all_params["reward"]["max_length"])
+    responses, rewards, samples, timings = {}, {}, {}, {}
+    for name in params["models"]:
+        backend = choose_backend(params["backend"], name, hw)
+        log.info("%s: generating %d x %d replies with %s (%s)", name, len(prompts), params["best_of"], backend,
+                 hw["device"])
+        start, counts = time.perf_counter(), {}
+        if backend == "vllm":
+            drawn = vllm_replies(name, messages, params["best_of"], params["sampling"], params["seed"])
+            load_seconds = 0.0
+        else:
+            model, tokenizer = load_chat_model(name, hw)
+            load_seconds = time.perf_counter() - start
+            drawn = sample_replies(model, tokenizer, messages, params["best_of"], params["sampling"], params["seed"],
+                                   params["batch_size"], params["sampling"]["max_input_tokens"], counts)
+            del model
+        seconds = time.perf_counter() - start - load_seconds
+        responses[name], rewards[name] = best_replies(drawn, messages, scorer)
+        samples[name] = drawn
+        timings[name] = {"backend": backend, "load_seconds": round(load_seconds, 2),
+                         "generated_tokens": counts.get("tokens"), "tokens_per_second":
+                         round(counts["tokens"] / seconds, 2) if counts.get("tokens") else None}
+    rows = pairwise(responses, prompts)
+    start = time.perf_counter()
+    judged = load_judge("models/judge", hw["cuda"], hw["bf16"]).score(rows)
+    timings["judge_pairs_per_second"] = round(len(rows) / max(time.perf_counter() - start, 1e-9), 1)
+    write_parquet(pl.DataFrame(
+        [{"prompt_id": p["prompt_id"], "model": name, "reply": responses[name][i], "reward": rewards[name][i],
+          "samples": samples[name][i]} for name in responses for i, p in enumerate(prompts)],
+        schema={"prompt_id": pl.String, "model": pl.String, "reply": pl.String, "reward": pl.Float64,
+                "samples": pl.List(pl.String)}), "data/generations/responses.parquet")
+    write_parquet(pl.DataFrame(
+        [{"prompt_id": r["prompt_id"], "model_a": r["model_a"], "model_b": r["model_b"],
+          **{k: judged[r["id"]].get(k) for k in JUDGMENT_COLUMNS}} for r in rows],
+        schema={"prompt_id": pl.String, "model_a": pl.String, "model_b": pl.String,
+                **{k: pl.Float64 for k in JUDGMENT_COLUMNS}}), "data/generations/judgments.parquet")
+    write_json(timings, "metrics/timings/inference.json")
+    log.info("%d prompts, %d models, %d judgments", len(prompts), len(responses), len(rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,193 @@
+"""The arena judge: head, left truncation, swap TTA matched by id, quantized backbone, training and metrics."""
+from __future__ import annotations
+
+import random
+
+import polars as pl
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from ladder.judge import (build_judge, encode, head, judge_text, keep_last_tokens, load_judge, prepare_tokenizer,
+                          save_judge)
+from ladder.models import materialize
+from stages.classifier import evaluate, load_arena, train, training_pairs
+
+LORA_BERT = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["query", "value"]}
+LORA_LLAMA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj", "down_proj"]}
+SETTINGS = {"max_length": 64, "field_budget": None, "head_dropout": 0.1, "ties": "drop", "quantization": "none"}
+
+
+def rows(n: int = 12) -> list[dict]:
+    rng = random.Random(0)
+    words = ["light", "water", "heat", "patience", "shape", "rhythm", "balance", "timing"]
+    return [{"id": f"r{i}", "prompt": f"Question {i} about {rng.choice(words)}?",
+             "response_a": " ".join(rng.choices(words, k=rng.randint(1, 12))),
+             "response_b": " ".join(rng.choices(words, k=rng.randint(1, 12))),
+             "winner": rng.choice(["model_a", "model_b"]), "language": rng.choice(["English", "French", "unknown"])}
+            for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def backbones(tmp_path_factory):
+    root = tmp_path_factory.mktemp("judge")
+    materialize("tiny:bert", root / "bert", seed=0)
+    materialize("tiny:llama", root / "llama", seed=0)
+    return root
+
+
+def trained_judge(backbones, tmp_path, kind: str, quantization: str = "none"):
+    model = build_judge(backbones / kind, 2, 0.1, quantization, LORA_BERT if kind == "bert" else LORA_LLAMA, seed=0)
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(backbones / kind), model.decoder)
+    settings = {**SETTINGS, "backbone": str(backbones / kind), "labels": ["model_a", "model_b"],
+                "quantization": quantization, "lora": LORA_BERT if kind == "bert" else LORA_LLAMA}
+    torch.manual_seed(0)
+    for module in model.head.modules():  # a head far from zero, so the two classes really differ
+        if isinstance(module, torch.nn.Linear):
+            torch.nn.init.normal_(module.weight, std=1.0)
+    save_judge(model, tokenizer, settings, tmp_path / "judge")
+    return load_judge(tmp_path / "judge")
+
+
+def test_head_shape_and_dropout():
+    layers = list(head(32, 3, 0.25))
+    assert [type(m).__name__ for m in layers] == ["Dropout", "Linear", "Dropout", "GELU", "Linear"]
+    assert (layers[1].in_features, layers[1].out_features, layers[4].out_features) == (32, 16, 3)
+    assert layers[0].p == layers[2].p == 0.25
+    x = torch.randn(4, 32)
+    module = head(32, 3, 0.5)
+    module.train()
+    assert not torch.equal(module(x), module(x))  # dropout is live in training
+    module.eval()
+    assert torch.equal(module(x), module(x))
+
+
+def test_left_truncation_keeps_the_end(backbones):
+    for kind, decoder in (("bert", False), ("llama", True)):
+        tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(backbones / kind), decoder)
+        text = " ".join(f"word{i}" for i in range(200)) + " THE END"
+        (ids,) = encode([text], tokenizer, 24, decoder)
+        assert len(ids) == 24
+        decoded = tokenizer.decode(ids, skip_special_tokens=True).lower().replace(" ", "")
+        assert decoded.endswith("theend") and "word0" not in decoded
+        if decoder:
+            assert ids[-1] == tokenizer.eos_token_id
+    tokenizer = AutoTokenizer.from_pretrained(backbones / "bert")
+    assert keep_last_tokens("one two three four five", tokenizer, 2) == "four five"
+    long_a = "blah " * 500 + "end of a"
+    text = judge_text("the prompt", long_a, "all of b", tokenizer, {"prompt": 8, "response": 16})
+    assert text.endswith("<response_b>: all of b") and "end of a" in text and len(text) < 200
+
+
+def test_text_is_fixed_by_ftfy_and_laid_out_as_the_winners_did():
+    assert judge_text("caf\u00c3\u00a9?", "a", "b") == "<prompt>: caf\u00e9?\n\n<response_a>: a\n\n<response_b>: b"
+
+
+@pytest.mark.parametrize("kind", ["bert", "llama"])
+def test_tta_is_symmetric_and_matched_by_id(backbones, tmp_path, kind):
+    judge = trained_judge(backbones, tmp_path, kind)
+    data = rows()
+    scored = judge.score(data, batch_size=4)
+    swapped = judge.score([{**r, "response_a": r["response_b"], "response_b": r["response_a"]} for r in data])
+    for r in data:
+        assert abs(scored[r["id"]]["p_a"] - (1 - swapped[r["id"]]["p_a"])) < 1e-5
+        assert abs(scored[r["id"]]["p_a"] + scored[r["id"]]["p_b"] - 1) < 1e-5
+    assert max(abs(s["p_a_ab"] - s["p_a_ba"]) for s in scored.values()) > 1e-4  # the orders really differ
+    shuffled = data[::-1]
+    random.Random(1).shuffle(shuffled)
+    for other in (judge.score(shuffled, batch_size=3), judge.score(data, batch_size=1)):
+        assert other.keys() == scored.keys()
+        assert all(abs(other[k]["p_a"] - scored[k]["p_a"]) < 1e-5 for k in scored)
+    one = judge.score(data[5:6])[data[5]["id"]]
+    assert abs(one["p_a"] - scored[data[5]["id"]]["p_a"]) < 1e-5
+    with pytest.raises(ValueError, match="unique ids"):
+        judge.score([data[0], data[0]])
+
+
+def test_training_changes_lora_and_head_not_the_backbone(backbones, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    model = build_judge(backbones / "bert", 2, 0.1, "none", LORA_BERT, seed=0)
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(backbones / "bert"), False)
+    before = {k: v.clone() for k, v in model.named_parameters()}
+    params = {**SETTINGS, "lora": LORA_BERT, "swap_augment": True, "seed": 0,
+              "trainer": {"max_steps": 3, "per_device_train_batch_size": 4, "learning_rate": 1e-2}}
+    figures = train(model, tokenizer, training_pairs(rows(), ["model_a", "model_b"], True), params,
+                    {"cuda": False, "bf16": False})
+    after = dict(model.named_parameters())
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any("lora_" in k for k in changed) and any(k.startswith("head.") for k in changed)
+    assert not any("lora_" not in k and not k.startswith("head.") for k in changed)
+    assert figures["train_loss"] > 0 and (tmp_path / "dvclive/classifier/metrics.json").is_file()
+
+
+def test_int8_backbone_trains_through_lora_and_loads_back(backbones, tmp_path, monkeypatch):
+    import bitsandbytes as bnb
+
+    monkeypatch.chdir(tmp_path)
+    model = build_judge(backbones / "llama", 2, 0.1, "int8", LORA_LLAMA, seed=0)
+    assert isinstance(model.backbone.base_model.model.layers[0].mlp.down_proj.base_layer, bnb.nn.Linear8bitLt)
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(backbones / "llama"), True)
+    quantized = {k: v.clone() for k, v in model.named_parameters() if v.dtype == torch.int8}
+    lora = {k: v.clone() for k, v in model.named_parameters() if "lora_B" in k}
+    params = {**SETTINGS, "quantization": "int8", "lora": LORA_LLAMA, "swap_augment": False, "seed": 0,
+              "trainer": {"max_steps": 2, "per_device_train_batch_size": 4, "learning_rate": 1e-2}}
+    train(model, tokenizer, training_pairs(rows(), ["model_a", "model_b"], False), params, {"cuda": False, "bf16": False})
+    after = dict(model.named_parameters())
+    assert quantized and all(torch.equal(v, after[k]) for k, v in quantized.items())
+    assert any(not torch.equal(v, after[k]) for k, v in lora.items())
+    settings = {**SETTINGS, "backbone": str(backbones / "llama"), "labels": ["model_a", "model_b"],
+                "quantization": "int8", "lora": LORA_LLAMA}
+    save_judge(model, tokenizer, settings, tmp_path / "judge")
+    judge = load_judge(tmp_path / "judge")
+    assert isinstance(judge.model.backbone.base_model.model.layers[0].mlp.down_proj.base_layer, bnb.nn.Linear8bitLt)
+    scored = judge.score(rows(4))
+    assert len(scored) == 4 and all(0 <= s["p_a"] <= 1 for s in scored.values())
+    with pytest.raises(ValueError, match="LoRA only"):
+        build_judge(backbones / "llama", 2, 0.1, "int8", None, seed=0)
+
+
+def test_arena_loading_pairs_and_ties(tmp_path):
+    data = rows(6) + [{**rows(1)[0], "id": "tie1", "winner": "tie"}]
+    df = pl.DataFrame([{**r, "split": "train" if i % 2 else "eval", "language": None if i == 0 else r["language"]}
+                       for i, r in enumerate(data)])
+    df.write_parquet(tmp_path / "arena.parquet")
+    dropped = load_arena(tmp_path / "arena.parquet", "drop")
+    kept = load_arena(tmp_path / "arena.parquet", "class")
+    assert sum(map(len, dropped.values())) == 6 and sum(map(len, kept.values())) == 7
+    assert all(r["language"] for split in kept.values() for r in split)  # null language -> "unknown"
+    pairs = training_pairs(kept["train"] + kept["eval"], ["model_a", "model_b", "tie"], swap=True)
+    assert len(pairs) == 14
+    first, flipped = pairs[0], pairs[7]
+    assert (flipped[1], flipped[2]) == (first[2], first[1])
+    assert {first[3], flipped[3]} == {0, 1} or first[3] == flipped[3] == 2
+    df.drop("winner").write_parquet(tmp_path / "bad.parquet")
+    with pytest.raises(ValueError, match="winner"):
+        load_arena(tmp_path / "bad.parquet", "drop")
+    with pytest.raises(ValueError, match="maybe"):
+        load_arena(tmp_path / "arena.parquet", "maybe")
+
+
+def test_metrics_from_known_scores():
+    data = [{"id": "a", "winner": "model_a", "language": "en"}, {"id": "b", "winner": "model_b", "language": "en"},
+            {"id": "c", "winner": "model_a", "language": "fr"}, {"id": "d", "winner": "model_a", "language": "fr"}]
+    scored = {"a": {"p_a": 0.8, "p_b": 0.2, "p_a_ab": 0.9, "p_a_ba": 0.7},   # right both ways
+              "b": {"p_a": 0.3, "p_b": 0.7, "p_a_ab": 0.6, "p_a_ba": 0.0},   # one order wrong, flips
+              "c": {"p_a": 0.4, "p_b": 0.6, "p_a_ab": 0.45, "p_a_ba": 0.35},  # wrong
+              "d": {"p_a": 0.6, "p_b": 0.4, "p_a_ab": 0.4, "p_a_ba": 0.8}}   # TTA right, one order wrong, flips
+    metrics, plots = evaluate(scored, data, ["model_a", "model_b"], "model_b")
+    assert metrics["accuracy_tta"] == 0.75 and metrics["accuracy_one_order"] == 0.25
+    assert metrics["majority_baseline"] == 0.25 and metrics["position_flip_rate"] == 0.5
+    assert metrics["accuracy_by_language"] == {"en": 1.0, "fr": 0.5}
+    assert metrics["log_loss_tta"] < metrics["log_loss_one_order"]
+    assert sum(b["rows"] for b in plots["calibration"]) == 4
+    assert plots["confusion"][2] == {"actual": "model_a", "predicted": "model_b"}
+
+
+def test_the_seed_fixes_every_initial_weight(backbones):
+    first, second = (dict(build_judge(backbones / "bert", 2, 0.1, "none", LORA_BERT, seed=7).named_parameters())
+                     for _ in range(2))
+    other = dict(build_judge(backbones / "bert", 2, 0.1, "none", LORA_BERT, seed=8).named_parameters())
+    assert all(torch.equal(first[k], second[k]) for k in first)
+    assert not torch.equal(first["head.1.weight"], other["head.1.weight"])
+    lora_a = next(k for k in first if "lora_A" in k)
+    assert not torch.equal(first[lora_a], other[lora_a])
