@@ -96,6 +96,15 @@ def test_repro_runs_everything_then_nothing(project):
     assert ran(second) == set() and "up to date" in second
 
 
+def test_a_judge_variant_reruns_only_the_judge_and_what_reads_it(project):
+    run(["git", "add", "-A"], project)
+    run(["git", "commit", "-qm", "the smoke run's results"], project)
+    output = run(["dvc", "exp", "run", "-S", "classifier.head_dropout=0.2"], project)
+    assert ran(output) == {"classifier", "inference", "metrics"}
+    shown = run(["dvc", "exp", "show", "--md", "--no-pager"], project)
+    assert "head_dropout" in shown and "0.2" in shown
+
+
 def test_forced_clean_gives_the_same_bytes(project):
     outputs = [*(project / "data/clean").glob("*.parquet"), project / "metrics/clean.json"]
     before = {p.name: md5(p) for p in outputs}
@@ -106,10 +115,13 @@ def test_forced_clean_gives_the_same_bytes(project):
 def test_changing_the_filter_reruns_scoring_only(project):
     params = project / "params.yaml"
     params.write_text(params.read_text().replace("filter: {keep_top: 0.9}", "filter: {keep_top: 0.5}"))
-    output = run(["dvc", "repro"], project)
-    assert ran(output) == {"score", "sft", "dpo", "merge", "quantize", "inference", "metrics"}
+    # `dvc repro score`, not the whole pipeline: what follows score is DVC's own propagation, and the test
+    # suite's time is better spent elsewhere; `dvc status` shows that sft would rerun next
+    output = run(["dvc", "repro", "score"], project)
+    assert ran(output) == {"score"}
     metrics = json.loads((project / "metrics/score.json").read_text())
     assert metrics["sft"]["train"]["kept"] == round(0.5 * metrics["sft"]["train"]["scored"])
+    assert "sft:" in run(["dvc", "status", "sft"], project)
 
 
 def test_changing_one_source_reruns_only_its_fetch_and_clean(project):
@@ -119,16 +131,7 @@ def test_changing_one_source_reruns_only_its_fetch_and_clean(project):
     custom.write_text("".join(lines[:40]))
     params = project / "params.yaml"
     params.write_text(params.read_text().replace("data/samples/roleplay_anime.jsonl", "data/custom/anime.jsonl"))
-    output = run(["dvc", "repro"], project)
-    # reward reads feedback only, which did not change
-    assert ran(output) == {"fetch@anime", "clean", "score", "sft", "dpo", "merge", "quantize", "inference", "metrics"}
+    output = run(["dvc", "repro", "score", "classifier"], project)
+    # reward reads feedback only and the judge the arena table: neither changed
+    assert ran(output) == {"fetch@anime", "clean", "score"}
     assert json.loads((project / "metrics/clean.json").read_text())["sources"]["anime"]["rows"] == 40
-
-
-def test_a_judge_variant_reruns_only_the_judge_and_what_reads_it(project):
-    run(["git", "add", "-A"], project)
-    run(["git", "commit", "-qm", "state after the reruns above"], project)
-    output = run(["dvc", "exp", "run", "-S", "classifier.head_dropout=0.2"], project)
-    assert ran(output) == {"classifier", "inference", "metrics"}
-    shown = run(["dvc", "exp", "show", "--md", "--no-pager"], project)
-    assert "head_dropout" in shown and "0.2" in shown
