@@ -11,6 +11,7 @@ which dequantizes it). Layout under the quantize stage's output folder:
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 BNB_METHODS = ("int8", "nf4")
@@ -37,8 +38,9 @@ def bnb_config(method: str, compute_dtype: str = "float32"):
 
 
 def device_map(cuda: bool) -> dict:
-    """bitsandbytes wants the whole model placed on one device at load time."""
-    return {"": 0 if cuda else "cpu"}
+    """bitsandbytes wants the whole model placed on one device at load time: this process's GPU (each
+    data-parallel process holds its own copy), or the CPU."""
+    return {"": int(os.environ.get("LOCAL_RANK", 0)) if cuda else "cpu"}
 
 
 def format_names(formats: list[str], gguf_types: list[str]) -> list[str]:

@@ -29,6 +29,34 @@ def hardware() -> dict[str, Any]:
             "device": torch.cuda.get_device_name(0) if cuda else "cpu"}
 
 
+def process_rank() -> tuple[int, int]:
+    """(rank, number of processes) of this process, from the variables torchrun, accelerate, DeepSpeed
+    and MPI set; (0, 1) when it runs alone. Read before any process group exists."""
+    def first(names: tuple[str, ...], default: int) -> int:
+        return next((int(os.environ[n]) for n in names if os.environ.get(n)), default)
+
+    return (first(("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK"), 0),
+            first(("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE"), 1))
+
+
+def is_main_process() -> bool:
+    """Only the main process writes models, metrics, plots and dvclive files."""
+    return process_rank()[0] == 0
+
+
+def begin(stage: str, params_file: str) -> tuple[dict, dict]:
+    """What every training stage does first: logging, its params section, and the hardware it will use,
+    logged with this process's rank."""
+    from ladder.params import section
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    params = section(stage, params_file)
+    hw = hardware()
+    logging.getLogger(f"ladder.{stage}").info("hardware: %s; attention %s; process %d of %d", hw,
+                                              attn_implementation(hw), *process_rank())
+    return params, hw
+
+
 def attn_implementation(hw: dict) -> str:
     return "flash_attention_2" if hw["flash_attn"] else "sdpa"
 
@@ -54,13 +82,23 @@ def trainer_arguments(trainer_params: dict, output_dir: str, seed: int, hw: dict
     return args
 
 
-def save_adapter(model, folder) -> None:
+def gathered_state_dict(trainer):
+    """The whole model's weights when FSDP or DeepSpeed ZeRO-3 shards them across processes, gathered the
+    way the trainer's own save_model does it; every process must call this. None when nothing is sharded."""
+    if trainer.is_deepspeed_enabled:
+        return trainer.accelerator.get_state_dict(trainer.deepspeed)
+    if trainer.is_fsdp_enabled:
+        return trainer.accelerator.get_state_dict(trainer.model)
+    return None
+
+
+def save_adapter(model, folder, state_dict=None) -> None:
     """Save a PEFT adapter with a byte-stable adapter_config.json: PEFT keeps target_modules as a set, whose
-    order changes from one Python process to the next."""
+    order changes from one Python process to the next. `state_dict`: from gathered_state_dict."""
     import json
     from pathlib import Path
 
-    model.save_pretrained(folder, safe_serialization=True)
+    model.save_pretrained(folder, safe_serialization=True, state_dict=state_dict)
     path = Path(folder) / "adapter_config.json"
     config = json.loads(path.read_text())
     if isinstance(config.get("target_modules"), list):
@@ -93,7 +131,10 @@ class LiveCallback(DVCLiveCallback):
     def __init__(self, stage: str, params: dict | None = None):
         from dvclive import Live
 
-        super().__init__(live=Live(os.path.join("dvclive", stage), dvcyaml=False, save_dvc_exp=False))
+        # Live() empties its folder when it starts: made on the main process only (the parent class
+        # touches `live` on world process zero only)
+        live = Live(os.path.join("dvclive", stage), dvcyaml=False, save_dvc_exp=False) if is_main_process() else None
+        super().__init__(live=live)
         self.params = params or {}
         self.timings: dict[str, float] = {}
 

@@ -70,7 +70,7 @@ def train(model, tokenizer, pairs: list[tuple], params: dict, hw: dict):
     trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=DataCollatorWithPadding(tokenizer),
                       callbacks=[live])
     result = trainer.train()
-    return {"train_loss": result.training_loss, **live.timings}
+    return {"train_loss": result.training_loss, "processes": args.world_size, **live.timings}
 
 
 def log_loss(probabilities: list[list[float]], truth: list[int]) -> float:
@@ -126,13 +126,9 @@ def main(params_file: str) -> None:
 
     from ladder.io import atomic_path, write_json
     from ladder.judge import LABELS, build_judge, is_decoder, load_judge, prepare_tokenizer, save_judge
-    from ladder.params import section
-    from ladder.training import hardware, split_timings
+    from ladder.training import begin, is_main_process, split_timings
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params = section("classifier", params_file)
-    hw = hardware()
-    log.info("hardware: %s", hw)
+    params, hw = begin("classifier", params_file)
     data = load_arena("data/clean/arena.parquet", params["ties"])
     labels = list(LABELS[:3 if params["ties"] == "class" else 2])
     start = time.perf_counter()
@@ -141,6 +137,8 @@ def main(params_file: str) -> None:
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained("models/judge_base"), is_decoder(model.backbone.config))
     figures = train(model, tokenizer, training_pairs(data["train"], labels, params["swap_augment"]), params, hw)
     train_seconds = time.perf_counter() - start
+    if not is_main_process():
+        return
     settings = {"backbone": "models/judge_base", "labels": labels, **{k: params.get(k) for k in SETTINGS}}
     with atomic_path("models/judge") as tmp:
         save_judge(model, tokenizer, settings, tmp)
@@ -155,7 +153,7 @@ def main(params_file: str) -> None:
                "metrics/judge.json")
     for name, rows in plots.items():
         write_json(rounded(rows), f"plots/judge/{name}.json")
-    write_json({"train_seconds": round(train_seconds, 2), "eval_pairs_per_second": round(pairs_per_second, 1),
+    write_json({"processes": stable["processes"], "train_seconds": round(train_seconds, 2), "eval_pairs_per_second": round(pairs_per_second, 1),
                 **{k: round(v, 3) for k, v in timings.items()}}, "metrics/timings/classifier.json")
     log.info("eval: %s", {k: v for k, v in rounded(metrics).items() if k != "accuracy_by_language"})
 

@@ -96,13 +96,9 @@ def main(params_file: str) -> None:
     from transformers import AutoTokenizer
 
     from ladder.io import atomic_path, write_json
-    from ladder.params import section
-    from ladder.training import LiveCallback, hardware, save_adapter, split_timings
+    from ladder.training import LiveCallback, begin, gathered_state_dict, is_main_process, save_adapter, split_timings
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params = section("dpo", params_file)
-    hw = hardware()
-    log.info("hardware: %s", hw)
+    params, hw = begin("dpo", params_file)
     tokenizer = AutoTokenizer.from_pretrained("models/sft")  # carries the chat template SFT trained with
     data = load_pairs("data/scored/dpo.parquet", tokenizer, params["max_prompt_length"])
     if params.get("eval_pairs") is not None:
@@ -114,15 +110,20 @@ def main(params_file: str) -> None:
     seconds = time.perf_counter() - start
     figures = {"method": params["method"], "train_pairs": len(data["train"]), "eval_pairs": len(data["eval"]),
                "steps": result.global_step, "train_loss": round(result.training_loss, 6),
-               **eval_figures(trainer.evaluate())}
+               **eval_figures(trainer.evaluate())}  # every process takes part in evaluation
+    weights = gathered_state_dict(trainer)
+    if not is_main_process():
+        return
     with atomic_path("models/dpo") as tmp:
-        save_adapter(trainer.model, tmp)
+        save_adapter(trainer.accelerator.unwrap_model(trainer.model), tmp, weights)
         tokenizer.save_pretrained(tmp)
     write_json(figures, "metrics/dpo.json")
     _, timings = split_timings(live.timings)
-    write_json({"train_seconds": round(seconds, 2), "train_pairs_per_second": round(
-        result.global_step * trainer.args.per_device_train_batch_size * trainer.args.gradient_accumulation_steps
-        / seconds, 3), **{k: round(v, 3) for k, v in timings.items()}}, "metrics/timings/dpo.json")
+    args = trainer.args
+    pairs = result.global_step * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+    write_json({"processes": args.world_size, "train_seconds": round(seconds, 2),
+                "train_pairs_per_second": round(pairs / seconds, 3), **{k: round(v, 3) for k, v in timings.items()}},
+               "metrics/timings/dpo.json")
     log.info("eval: %s", figures)
 
 

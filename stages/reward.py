@@ -76,7 +76,7 @@ def train(model, tokenizer, texts: list[str], labels: list[float], params: dict,
     model = trainer.model
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    return model, {"train_loss": result.training_loss, **live.timings}
+    return model, {"train_loss": result.training_loss, "processes": args.world_size, **live.timings}
 
 
 def binary_metrics(scores: list[float], labels: list[float], majority: int) -> dict[str, float]:
@@ -121,14 +121,10 @@ def main(params_file: str) -> None:
     from transformers import AutoTokenizer
 
     from ladder.io import atomic_path, write_json
-    from ladder.params import section
     from ladder.reward_model import OBJECTIVE_FILE, left_truncating, render, score_texts
-    from ladder.training import hardware, split_timings
+    from ladder.training import begin, is_main_process, split_timings
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params = section("reward", params_file)
-    hw = hardware()
-    log.info("hardware: %s", hw)
+    params, hw = begin("reward", params_file)
     data = load_feedback("data/clean/feedback.parquet")
     tokenizer = left_truncating(AutoTokenizer.from_pretrained("models/judge_base"))
     texts = {s: [render(m, tokenizer) for m in data[s]["messages"]] for s in data}
@@ -137,6 +133,8 @@ def main(params_file: str) -> None:
                         tokenizer.pad_token_id)
     model, figures = train(model, tokenizer, texts["train"], data["train"]["label"], params, hw)
     train_seconds = time.perf_counter() - start
+    if not is_main_process():
+        return
     model.eval()
     start = time.perf_counter()
     scores = score_texts(model, tokenizer, texts["eval"], params["objective"], params["max_length"],
@@ -153,7 +151,7 @@ def main(params_file: str) -> None:
         tokenizer.save_pretrained(tmp)
         (tmp / OBJECTIVE_FILE).write_text(json.dumps({"objective": params["objective"]}) + "\n")
     write_json(metrics, "metrics/reward.json")
-    write_json({"train_seconds": round(train_seconds, 2), "eval_rows_per_second": round(len(scores) / eval_seconds, 1),
+    write_json({"processes": stable["processes"], "train_seconds": round(train_seconds, 2), "eval_rows_per_second": round(len(scores) / eval_seconds, 1),
                 **{k: round(v, 3) for k, v in timings.items()}}, "metrics/timings/reward.json")
     log.info("eval: %s", metrics["eval"])
 

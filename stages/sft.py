@@ -98,10 +98,11 @@ def train(params: dict, data: dict, base: str | Path, hw: dict, checkpoints: Pat
     tokenizer = use_template(AutoTokenizer.from_pretrained(base), params["chat_template"])
     train_set, dropped_train = tokenized(data["train"], tokenizer, params["max_length"])
     eval_set, dropped_eval = tokenized(data["eval"], tokenizer, params["max_length"])
-    mark = fingerprint({"params": params, "train": train_set.to_dict()}, [Path(base) / "model.safetensors"])
-    resume = resume_point(checkpoints, mark)
     args = trainer_arguments(params["trainer"], str(checkpoints), params["seed"], hw, optim_gpu="paged_adamw_32bit")
     config = SFTConfig(**args, max_length=params["max_length"], packing=params.get("packing", False))
+    mark = fingerprint({"params": params, "train": train_set.to_dict()}, [Path(base) / "model.safetensors"])
+    with config.main_process_first(desc="checkpoints"):  # the main process clears stale ones, alone
+        resume = resume_point(checkpoints, mark)
     live = LiveCallback("sft", params={k: v for k, v in params.items() if k != "trainer"} | params["trainer"])
     collator = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=config.padding_free)
     trainer = SFTTrainer(model=load_causal_lm(base, hw), args=config, train_dataset=train_set, eval_dataset=eval_set,
@@ -114,13 +115,15 @@ def train(params: dict, data: dict, base: str | Path, hw: dict, checkpoints: Pat
     result = trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - start
     mean_length = sum(map(len, train_set["input_ids"])) / max(len(train_set), 1)
-    tokens = result.global_step * config.per_device_train_batch_size * config.gradient_accumulation_steps * mean_length
+    tokens = (result.global_step * config.per_device_train_batch_size * config.gradient_accumulation_steps
+              * config.world_size * mean_length)
     figures = {"eval_loss_base": base_loss, "eval_loss": trainer.evaluate()["eval_loss"],
                "train_loss": logged_train_loss(trainer.state) if any("loss" in e for e in trainer.state.log_history)
                else result.training_loss, "steps": result.global_step,
                "train_conversations": len(train_set), "eval_conversations": len(eval_set),
                "dropped_no_assistant_token": dropped_train + dropped_eval}
-    return trainer, figures, {"train_seconds": round(seconds, 2), "train_tokens_per_second": round(tokens / seconds, 1),
+    return trainer, figures, {"processes": config.world_size, "train_seconds": round(seconds, 2),
+                              "train_tokens_per_second": round(tokens / seconds, 1),
                               **{k: round(v, 3) for k, v in live.timings.items()}}
 
 
@@ -128,19 +131,18 @@ def train(params: dict, data: dict, base: str | Path, hw: dict, checkpoints: Pat
 @click.option("--params", "params_file", default="params.yaml", show_default=True)
 def main(params_file: str) -> None:
     from ladder.io import atomic_path, write_json
-    from ladder.params import section
-    from ladder.training import hardware, save_adapter
+    from ladder.training import begin, gathered_state_dict, is_main_process, save_adapter
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params = section("sft", params_file)
-    hw = hardware()
-    log.info("hardware: %s; attention %s", hw, "flash_attention_2" if hw["flash_attn"] else "sdpa")
+    params, hw = begin("sft", params_file)
     data = load_conversations("data/scored/sft.parquet")
     if params.get("eval_conversations") is not None:
         data["eval"] = data["eval"][:params["eval_conversations"]]
     trainer, figures, timings = train(params, data, "models/base", hw)
+    weights = gathered_state_dict(trainer)
+    if not is_main_process():
+        return
     with atomic_path("models/sft") as tmp:
-        save_adapter(trainer.model, tmp)
+        save_adapter(trainer.accelerator.unwrap_model(trainer.model), tmp, weights)
         trainer.processing_class.save_pretrained(tmp)
     # Checkpoints exist to resume a run that was stopped; this one finished, so a forced rerun starts afresh.
     shutil.rmtree(CHECKPOINTS, ignore_errors=True)
