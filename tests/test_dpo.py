@@ -24,7 +24,7 @@ def params(method="dpo", **extra):
     return {"method": method, "loss_type": "sigmoid", "beta": 0.1, "simpo_gamma": 0.5, "max_length": 96,
             "seed": 0, "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
             "trainer": {"max_steps": 3, "per_device_train_batch_size": 2, "per_device_eval_batch_size": 2,
-                        "learning_rate": 1e-2, "gradient_checkpointing": False}} | extra
+                        "learning_rate": 1e-2, "activation_checkpointing": False}} | extra
 
 
 @pytest.fixture(scope="module")
@@ -104,7 +104,7 @@ def test_reference_free_methods_train(models, tmp_path, monkeypatch, method):
     hw = hardware()
     trainer = trainer_for(params(method, trainer={"max_steps": 1, "per_device_train_batch_size": 2,
                                                   "per_device_eval_batch_size": 2, "learning_rate": 1e-3,
-                                                  "gradient_checkpointing": False}),
+                                                  "activation_checkpointing": False}),
                           sft_model(models / "base", models / "sft", hw), tokenizer,
                           {"train": pairs(2), "eval": pairs(2)}, hw)
     assert trainer.train().global_step == 1

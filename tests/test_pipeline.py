@@ -9,6 +9,7 @@ import re
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import polars as pl
@@ -20,10 +21,10 @@ REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.e2e
 
 
-def run(cmd: list[str], cwd: Path) -> str:
+def run(cmd: list[str], cwd: Path, env: dict[str, str] | None = None) -> str:
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
            "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
+           "GIT_COMMITTER_EMAIL": "t@t", **(env or {})}
     done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
     assert done.returncode == 0, f"{' '.join(cmd)} failed:\n{done.stdout}\n{done.stderr}"
     return done.stdout + done.stderr
@@ -96,9 +97,80 @@ def test_repro_runs_everything_then_nothing(project):
     assert ran(second) == set() and "up to date" in second
 
 
-def test_a_judge_variant_reruns_only_the_judge_and_what_reads_it(project):
+@pytest.fixture
+def s3():
+    """A local S3 (moto's server) on 127.0.0.1 with the bucket of the committed remote, and the only
+    credentials DVC gets: environment variables."""
+    import boto3
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    env = {"AWS_ACCESS_KEY_ID": "ladder-test-key-id", "AWS_SECRET_ACCESS_KEY": "ladder-test-secret-0xFACED",
+           "AWS_EC2_METADATA_DISABLED": "true"}
+    bucket = re.search(r"url = s3://([^/\s]+)", (REPO / ".dvc/config").read_text()).group(1)
+    client = boto3.client("s3", endpoint_url=f"http://{host}:{port}", region_name="us-east-1",
+                          aws_access_key_id=env["AWS_ACCESS_KEY_ID"], aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"])
+    client.create_bucket(Bucket=bucket)
+    yield {"endpoint": f"http://{host}:{port}", "env": env, "client": client, "bucket": bucket}
+    server.stop()
+
+
+def test_push_to_s3_then_a_fresh_clone_pulls_and_runs_nothing(project, s3, tmp_path):
     run(["git", "add", "-A"], project)
     run(["git", "commit", "-qm", "the smoke run's results"], project)
+    run(["dvc", "remote", "modify", "--local", "storage", "endpointurl", s3["endpoint"]], project)
+    pushed = run(["dvc", "push", "--run-cache"], project, s3["env"])
+    assert re.search(r"\d+ files? pushed", pushed), pushed
+    keys = [o["Key"] for page in s3["client"].get_paginator("list_objects_v2").paginate(Bucket=s3["bucket"])
+            for o in page.get("Contents", [])]
+    assert any("/files/md5/" in k for k in keys) and any("/runs/" in k for k in keys)
+
+    clone = tmp_path / "clone"
+    run(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+    run(["dvc", "remote", "modify", "--local", "storage", "endpointurl", s3["endpoint"]], clone)
+    run(["dvc", "pull"], clone, s3["env"])
+    assert md5(clone / "models/merged/model.safetensors") == md5(project / "models/merged/model.safetensors")
+    again = run(["dvc", "repro"], clone, s3["env"])
+    assert ran(again) == set() and "up to date" in again
+    # credentials never reach what is committed or what DVC writes
+    for folder in (project, clone):
+        for name in (".dvc/config", ".dvc/config.local", "dvc.lock", "params.yaml"):
+            assert s3["env"]["AWS_SECRET_ACCESS_KEY"] not in (folder / name).read_text()
+
+
+def queue_finished(project: Path) -> bool:
+    status = run(["dvc", "queue", "status"], project)
+    return not re.search(r"\b(Queued|Running)\b", status)
+
+
+def test_queued_experiments_run_two_at_a_time(project):
+    rates = ("1e-3", "2e-3", "4e-3")
+    for rate in rates:
+        run(["dvc", "exp", "run", "--queue", "-n", f"lr-{rate}", "-S", f"classifier.trainer.learning_rate={rate}"],
+            project)
+    run(["dvc", "queue", "start", "-j", "2"], project)
+    deadline = time.monotonic() + 600
+    while not queue_finished(project):
+        assert time.monotonic() < deadline, run(["dvc", "queue", "status"], project)
+        time.sleep(3)
+    status = run(["dvc", "queue", "status"], project)
+    assert status.count("Success") == 3, status
+    shown = run(["dvc", "exp", "show", "--md", "--no-pager", "--only-changed"], project)
+    lines = shown.splitlines()
+    header = [c.strip() for c in lines[0].strip("|").split("|")]
+    rows = {rate: [c.strip() for c in next(line for line in lines if f"lr-{rate}" in line).strip("|").split("|")]
+            for rate in rates}
+    assert "classifier.trainer.learning_rate" in header and "accuracy_tta" in header, header
+    assert {float(rows[r][header.index("classifier.trainer.learning_rate")]) for r in rates} == {1e-3, 2e-3, 4e-3}
+    # each experiment carries the judge metrics of its own run
+    judged = [header.index(c) for c in header if c.startswith(("accuracy", "log_loss"))]
+    assert len({tuple(rows[r][i] for i in judged) for r in rates}) == 3
+    assert all(re.fullmatch(r"0\.\d+", rows[r][header.index("accuracy_tta")]) for r in rates)
+
+
+def test_a_judge_variant_reruns_only_the_judge_and_what_reads_it(project):
     output = run(["dvc", "exp", "run", "-S", "classifier.head_dropout=0.2"], project)
     assert ran(output) == {"classifier", "inference", "metrics"}
     shown = run(["dvc", "exp", "show", "--md", "--no-pager"], project)

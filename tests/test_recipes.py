@@ -1,6 +1,7 @@
 """Recipes resolve to valid trainer and LoRA configs without a GPU, and name only parameters that exist."""
 from __future__ import annotations
 
+import re
 import shutil
 from pathlib import Path
 
@@ -105,3 +106,59 @@ def test_wsdm_recipe_builds_the_judge_settings(params_with):
     assert quantization.load_in_8bit and quantization.llm_int8_threshold == 6.0
     assert (judge["max_length"], judge["head_dropout"], judge["ties"]) == (2200, 0.1, "drop")
     assert params["fetch"]["judge_model"] == "google/gemma-2-9b-it" and len(params["fetch"]["judge_revision"]) == 40
+
+
+RECIPES = sorted(p.stem for p in (REPO / "recipes").glob("*.yaml"))
+
+
+def lora(settings: dict, task: str):
+    from peft import LoraConfig
+
+    return LoraConfig(task_type=task, r=settings["r"], lora_alpha=settings["alpha"], lora_dropout=settings["dropout"],
+                      target_modules=settings["target_modules"], bias=settings.get("bias", "none"))
+
+
+@pytest.mark.parametrize("recipe", ["default", *RECIPES])
+@pytest.mark.parametrize("hw", [CPU, GPU | {"bf16": False}], ids=["cpu", "gpu"])  # bf16 needs a real GPU to build
+def test_every_recipe_resolves_to_valid_trainer_lora_quantization_and_launch_settings(params_with, recipe, hw):
+    from transformers import TrainingArguments
+    from trl import DPOConfig, SFTConfig
+
+    from ladder.launch import TRAINING_STAGES, command
+    from ladder.quantization import bnb_config
+
+    params = load_params(REPO / "params.yaml") if recipe == "default" else params_with(recipe)
+    reward, sft, dpo, judge = (params[s] for s in ("reward", "sft", "dpo", "classifier"))
+    TrainingArguments(**trainer_arguments(reward["trainer"], "/tmp/unused", reward["seed"], hw))
+    SFTConfig(**trainer_arguments(sft["trainer"], "/tmp/unused", sft["seed"], hw), max_length=sft["max_length"])
+    DPOConfig(**trainer_arguments(dpo["trainer"], "/tmp/unused", dpo["seed"], hw), max_length=dpo["max_length"],
+              beta=dpo["beta"], loss_type=[dpo["loss_type"]])
+    TrainingArguments(**trainer_arguments(judge["trainer"], "/tmp/unused", judge["seed"], hw))
+    assert lora(sft["lora"], "CAUSAL_LM").r > 0 and lora(dpo["lora"], "CAUSAL_LM").r > 0
+    for stage in (reward, judge):
+        if stage.get("lora"):
+            assert lora(stage["lora"], "SEQ_CLS").r > 0
+    assert judge["quantization"] == "none" or bnb_config(judge["quantization"]) is not None
+    for method in params["quantize"]["formats"]:
+        if method != "gguf":
+            assert bnb_config(method, params["quantize"]["nf4_compute_dtype"]) is not None
+    for stage in TRAINING_STAGES:  # the launcher settings name a config accelerate can read
+        settings = params[stage] | {"launcher": "accelerate"}
+        assert command(stage, {**settings, "accelerate_config": str(REPO / settings["accelerate_config"])}, "p.yaml")
+
+
+@pytest.mark.parametrize("recipe", ["default", *RECIPES])
+def test_every_data_source_names_a_known_format_and_a_pinned_place(params_with, recipe):
+    from ladder.formats import FORMATS
+
+    params = load_params(REPO / "params.yaml") if recipe == "default" else params_with(recipe)
+    for name, source in params["fetch"]["sources"].items():
+        assert source["format"] in FORMATS, (name, source["format"])
+        if source.get("path"):
+            assert not source.get("hub"), f"{name}: both a path and a hub id"
+        else:
+            assert re.fullmatch(r"[\w.-]+/[\w.-]+", source["hub"]), name
+            assert re.fullmatch(r"[0-9a-f]{40}", str(source.get("revision"))), f"{name}: revision is not a commit hash"
+    for model in ("base", "judge"):
+        if "/" in params["fetch"][f"{model}_model"]:  # a hub model is pinned to a commit
+            assert re.fullmatch(r"[0-9a-f]{40}", str(params["fetch"][f"{model}_revision"])), model
