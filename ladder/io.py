@@ -30,6 +30,18 @@ def atomic_path(target: str | Path) -> Iterator[Path]:
             tmp.unlink()
 
 
+def rounded(value: Any, digits: int = 6) -> Any:
+    """Floats rounded, inside dicts and lists too: metrics files then hold the same bytes on every rerun
+    (the last bits of a float sum depend on the order of operations)."""
+    if isinstance(value, float):
+        return round(value, digits)
+    if isinstance(value, dict):
+        return {k: rounded(v, digits) for k, v in value.items()}
+    if isinstance(value, list):
+        return [rounded(v, digits) for v in value]
+    return value
+
+
 def write_json(obj: Any, target: str | Path) -> None:
     with atomic_path(target) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False) + "\n", encoding="utf-8")

@@ -19,6 +19,11 @@ def render(messages: list[dict], tokenizer) -> str:
     "role: content" line per message (encoders such as MiniLM have no template)."""
     if getattr(tokenizer, "chat_template", None):
         return tokenizer.apply_chat_template(messages, tokenize=False)
+    return role_lines(messages)
+
+
+def role_lines(messages: list[dict]) -> str:
+    """One "role: content" line per message."""
     return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
 
 

@@ -109,22 +109,12 @@ def evaluate(scored: dict[str, dict], rows: list[dict], labels: list[str], major
     return metrics, {"calibration": calibration, "confusion": confusion}
 
 
-def rounded(value):
-    if isinstance(value, float):
-        return round(value, 6)
-    if isinstance(value, dict):
-        return {k: rounded(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [rounded(v) for v in value]
-    return value
-
-
 @click.command(help=__doc__)
 @click.option("--params", "params_file", default="params.yaml", show_default=True)
 def main(params_file: str) -> None:
     from transformers import AutoTokenizer
 
-    from ladder.io import atomic_path, write_json
+    from ladder.io import atomic_path, rounded, write_json
     from ladder.judge import LABELS, build_judge, is_decoder, load_judge, prepare_tokenizer, save_judge
     from ladder.training import begin, is_main_process, split_timings
 

@@ -115,15 +115,13 @@ def best_replies(samples: list[list[str]], prompts: list[list[dict]], scorer) ->
     return [best[i][1] for i in range(len(prompts))], [best[i][0] for i in range(len(prompts))]
 
 
-def judge_prompt(messages: list[dict]) -> str:
-    """The conversation so far as the judge's prompt field: one "role: content" line per message."""
-    return "\n".join(f"{m['role']}: {m['content']}" for m in messages)
-
-
 def pairwise(responses: dict[str, list[str]], prompts: list[dict]) -> list[dict]:
-    """Judge rows for every pair of models (in `inference.models` order) on every prompt."""
+    """Judge rows for every pair of models (in `inference.models` order) on every prompt; the judge's prompt
+    field is the conversation so far, one "role: content" line per message."""
+    from ladder.reward_model import role_lines
+
     return [{"id": f"{p['prompt_id']}|{a}|{b}", "prompt_id": p["prompt_id"], "model_a": a, "model_b": b,
-             "prompt": judge_prompt(p["messages"]), "response_a": responses[a][i], "response_b": responses[b][i]}
+             "prompt": role_lines(p["messages"]), "response_a": responses[a][i], "response_b": responses[b][i]}
             for i, p in enumerate(prompts) for a, b in itertools.combinations(responses, 2)]
 
 

@@ -23,6 +23,8 @@ from pathlib import Path
 
 import click
 
+from ladder.io import rounded
+
 log = logging.getLogger("ladder.metrics")
 ELO_SCALE = 400 / math.log(10)  # natural-log units to Elo points
 HEADLINES = {  # metrics file -> {name in eval.json: path of keys in that file}
@@ -107,7 +109,7 @@ def position_bias(judged) -> dict:
     (0.5 is unbiased) and how often its pick flips when the order is swapped (TTA averages this away)."""
     first = ((judged["p_a_ab"] + 1 - judged["p_a_ba"]) / 2).mean()
     flips = ((judged["p_a_ab"] >= 0.5) != (judged["p_a_ba"] >= 0.5)).mean()
-    return {"first_position_preference": r6(float(first)), "flip_rate": r6(float(flips))}
+    return {"first_position_preference": rounded(float(first)), "flip_rate": rounded(float(flips))}
 
 
 def headlines(folder: Path) -> dict:
@@ -126,10 +128,6 @@ def headlines(folder: Path) -> dict:
     out["quantize"] = {name: {"kl_mean": f["kl_mean"], "top1_agreement": f["top1_agreement"],
                               "size_ratio_16bit": f["size_ratio_16bit"]} for name, f in quantize.items()}
     return out
-
-
-def r6(value):
-    return round(value, 6) if isinstance(value, float) else value
 
 
 @click.command(help=__doc__)
@@ -155,17 +153,18 @@ def main(params_file: str) -> None:
     for m in sorted(models, key=lambda m: -ratings[m]):
         mine = responses.filter(pl.col("model") == m)
         per_model[m] = {"elo": round(ratings[m], 1), "elo_95": [round(x, 1) for x in intervals[m]],
-                        "win_rate_vs_anchor": r6(wins.get((m, anchor))), "mean_reward": r6(mine["reward"].mean()),
-                        "mean_reply_chars": r6(float(mine["reply"].str.len_chars().mean())),
+                        "win_rate_vs_anchor": rounded(wins.get((m, anchor))),
+                        "mean_reward": rounded(mine["reward"].mean()),
+                        "mean_reply_chars": rounded(float(mine["reply"].str.len_chars().mean())),
                         "empty_replies": int((mine["reply"].str.len_chars() == 0).sum())}
     report = {"anchor": anchor, "prompts": responses["prompt_id"].n_unique(), "judgments": len(rows),
-              "models": per_model, "judge_reward_agreement": r6(agreement(rows, rewards)),
+              "models": per_model, "judge_reward_agreement": rounded(agreement(rows, rewards)),
               "judge_position_bias": position_bias(judged),
               "stages": headlines(Path("metrics"))}
     write_json(report, "metrics/eval.json")
     write_json([{"model": m, "elo": v["elo"], "low": v["elo_95"][0], "high": v["elo_95"][1]}
                 for m, v in per_model.items()], "plots/eval/elo.json")
-    write_json([{"model": x, "opponent": y, "win_rate": r6(w)} for (x, y), w in sorted(wins.items())],
+    write_json([{"model": x, "opponent": y, "win_rate": rounded(w)} for (x, y), w in sorted(wins.items())],
                "plots/eval/win_rates.json")
     log.info("ladder: %s", {m: v["elo"] for m, v in per_model.items()})
 
