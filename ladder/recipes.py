@@ -29,11 +29,17 @@ def apply(recipe: str | Path, params: str | Path = "params.yaml") -> None:
         recipe = Path("recipes") / f"{recipe}.yaml"
     if not recipe.is_file():
         raise FileNotFoundError(f"no recipe {recipe}")
-    yaml = YAML()  # round-trip: keeps comments and key order
+    overrides = YAML(typ="safe", pure=True).load(recipe.read_text(encoding="utf-8")) or {}
+    edit(params, lambda data: merge(data, overrides))
+
+
+def edit(params: str | Path, change) -> None:
+    """Rewrite params.yaml with `change(data)` applied, keeping its comments and key order."""
+    yaml = YAML()  # round-trip
     yaml.width = 4096
     yaml.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
     data = yaml.load(Path(params).read_text(encoding="utf-8"))
-    merge(data, YAML(typ="safe", pure=True).load(recipe.read_text(encoding="utf-8")) or {})
+    change(data)
     with open(params, "w", encoding="utf-8") as out:
         yaml.dump(data, out)
 

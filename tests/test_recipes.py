@@ -1,6 +1,7 @@
 """Recipes resolve to valid trainer and LoRA configs without a GPU, and name only parameters that exist."""
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 from pathlib import Path
@@ -149,6 +150,8 @@ def test_every_recipe_resolves_to_valid_trainer_lora_quantization_and_launch_set
 
 @pytest.mark.parametrize("recipe", ["default", *RECIPES])
 def test_every_data_source_names_a_known_format_and_a_pinned_place(params_with, recipe):
+    """A hub entry holds a commit hash, or nothing yet (the fetch stage refuses it until ladder.pin has
+    written the commit); never a branch name, which would fetch different bytes over time."""
     from ladder.formats import FORMATS
 
     params = load_params(REPO / "params.yaml") if recipe == "default" else params_with(recipe)
@@ -158,7 +161,39 @@ def test_every_data_source_names_a_known_format_and_a_pinned_place(params_with, 
             assert not source.get("hub"), f"{name}: both a path and a hub id"
         else:
             assert re.fullmatch(r"[\w.-]+/[\w.-]+", source["hub"]), name
-            assert re.fullmatch(r"[0-9a-f]{40}", str(source.get("revision"))), f"{name}: revision is not a commit hash"
+            assert source.get("revision") is None or re.fullmatch(r"[0-9a-f]{40}", source["revision"]), name
     for model in ("base", "judge"):
-        if "/" in params["fetch"][f"{model}_model"]:  # a hub model is pinned to a commit
-            assert re.fullmatch(r"[0-9a-f]{40}", str(params["fetch"][f"{model}_revision"])), model
+        revision = params["fetch"][f"{model}_revision"]
+        assert revision is None or re.fullmatch(r"[0-9a-f]{40}", revision), model
+
+
+def test_pin_writes_commits_for_hub_entries_only(params_with, tmp_path):
+    from ladder.pin import pin
+    from ladder.recipes import edit
+
+    params_with("chai")  # params.yaml in tmp_path now holds the chai recipe
+    asked = []
+
+    def resolve(kind, repo, revision):
+        asked.append((kind, repo, revision))
+        return hashlib.sha1(repo.encode()).hexdigest()
+
+    edit(tmp_path / "params.yaml", lambda data: pin(data["fetch"], resolve))
+    fetch = load_params(tmp_path / "params.yaml")["fetch"]
+    hub = {n: s for n, s in fetch["sources"].items() if s.get("hub")}
+    assert len(hub) == 7 and all(s["revision"] == hashlib.sha1(s["hub"].encode()).hexdigest() for s in hub.values())
+    assert fetch["sources"]["wsdm"]["path"] and "revision" not in fetch["sources"]["wsdm"]  # local: untouched
+    assert fetch["base_revision"] == "04d8a90549d23fc6bd7f642064003592df51e9b3"  # already a commit: not asked
+    assert fetch["judge_revision"] == hashlib.sha1(b"microsoft/DialoGPT-medium").hexdigest()
+    assert ("model", "mistralai/Mistral-Nemo-Instruct-2407", "04d8a90549d23fc6bd7f642064003592df51e9b3") not in asked
+    assert "# The Chai role-play recipe" not in (tmp_path / "params.yaml").read_text()  # recipe comments stay out
+    asked.clear()
+    edit(tmp_path / "params.yaml", lambda data: pin(data["fetch"], resolve))
+    assert asked == []  # pinned once, pinned for good
+
+
+def test_pin_refuses_an_answer_that_is_not_a_commit():
+    from ladder.pin import pin
+
+    with pytest.raises(ValueError, match="not a commit hash"):
+        pin({"sources": {"x": {"format": "chai_dpo", "hub": "a/b", "revision": "main"}}}, lambda *_: "main")
