@@ -64,7 +64,8 @@ def main(argv: list[str]) -> int:
         return 2
     params_file = argv[2] if len(argv) == 3 else "params.yaml"
     cmd, env = command(argv[0], section(argv[0], params_file), params_file)
-    print("ladder.launch:", " ".join(cmd[1:] if cmd[0] == sys.executable else cmd), flush=True)
+    shown = ["python", *cmd[1:]] if cmd[0] == sys.executable else cmd
+    print("ladder.launch:", " ".join(f"{k}={v}" for k, v in env.items()), *shown, flush=True)
     return subprocess.run(cmd, env={**os.environ, **env}).returncode
 
 

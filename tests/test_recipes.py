@@ -171,7 +171,7 @@ def test_pin_writes_commits_for_hub_entries_only(params_with, tmp_path):
     from ladder.pin import pin
     from ladder.recipes import edit
 
-    params_with("chai")  # params.yaml in tmp_path now holds the chai recipe
+    before = {n: s.get("revision") for n, s in params_with("chai")["fetch"]["sources"].items()}  # now in tmp_path
     asked = []
 
     def resolve(kind, repo, revision):
@@ -181,11 +181,14 @@ def test_pin_writes_commits_for_hub_entries_only(params_with, tmp_path):
     edit(tmp_path / "params.yaml", lambda data: pin(data["fetch"], resolve))
     fetch = load_params(tmp_path / "params.yaml")["fetch"]
     hub = {n: s for n, s in fetch["sources"].items() if s.get("hub")}
-    assert len(hub) == 7 and all(s["revision"] == hashlib.sha1(s["hub"].encode()).hexdigest() for s in hub.values())
+    assert len(hub) == 7 and all(s["revision"] == (before[n] or hashlib.sha1(s["hub"].encode()).hexdigest())
+                                 for n, s in hub.items())
+    # exactly the unpinned entries were looked up: not the pinned dataset, not the pinned base model
+    assert sorted(r for _, r, _ in asked) == sorted([s["hub"] for n, s in hub.items() if before[n] is None]
+                                                    + ["microsoft/DialoGPT-medium"])
     assert fetch["sources"]["wsdm"]["path"] and "revision" not in fetch["sources"]["wsdm"]  # local: untouched
     assert fetch["base_revision"] == "04d8a90549d23fc6bd7f642064003592df51e9b3"  # already a commit: not asked
     assert fetch["judge_revision"] == hashlib.sha1(b"microsoft/DialoGPT-medium").hexdigest()
-    assert ("model", "mistralai/Mistral-Nemo-Instruct-2407", "04d8a90549d23fc6bd7f642064003592df51e9b3") not in asked
     assert "# The Chai role-play recipe" not in (tmp_path / "params.yaml").read_text()  # recipe comments stay out
     asked.clear()
     edit(tmp_path / "params.yaml", lambda data: pin(data["fetch"], resolve))

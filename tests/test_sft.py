@@ -126,3 +126,25 @@ def test_saved_adapter_config_is_byte_stable(base, tmp_path):
     save_adapter(model, tmp_path / "a")
     config = json.loads((tmp_path / "a" / "adapter_config.json").read_text())
     assert config["target_modules"] == sorted(modules)
+
+
+def test_an_adapter_saved_from_gathered_weights_is_the_adapter(base, tmp_path):
+    """FSDP and ZeRO-3 hand save_adapter the whole model's gathered state dict: it must pick out the same
+    LoRA tensors, under the same names, as saving the model directly."""
+    from peft import LoraConfig, get_peft_model
+    from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
+
+    from ladder.training import save_adapter
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
+                           LoraConfig(task_type="CAUSAL_LM", r=2, target_modules=["q_proj", "v_proj"],
+                                      init_lora_weights=False))
+    save_adapter(model, tmp_path / "direct")
+    gathered = {k: v.clone() for k, v in model.state_dict().items()}
+    with torch.no_grad():
+        for p in model.parameters():  # what this process holds no longer matters
+            p.zero_()
+    save_adapter(model, tmp_path / "gathered", gathered)
+    direct, saved = (load_file(tmp_path / f / "adapter_model.safetensors") for f in ("direct", "gathered"))
+    assert direct.keys() == saved.keys() and len(direct) == 8
+    assert all(torch.equal(direct[k], saved[k]) for k in direct) and any(v.abs().sum() > 0 for v in saved.values())
