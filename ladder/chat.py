@@ -1,12 +1,12 @@
 """The chat template as an artifact: one rendering for SFT, DPO, generation and the judge.
 
 `sft.chat_template` names it: `base` keeps the model's own, any other name is a template shipped in
-ladder/templates/ (`chatml`, and `mistral`, a corrected Mistral-instruct that keeps the system message).
+ladder/templates/ (`chatml`, and `mistral-nemo`, Mistral-Nemo's Tekken format keeping the system message).
 The template used to train is saved with every model, so generation renders prompts exactly as training did.
 
-Training labels come from the rendered text itself: the characters each assistant turn adds to the
-conversation (its content and end-of-turn token) are the only ones with a loss; everything the model
-is given (system, user, role headers) is masked with -100.
+Training labels come from the rendered text itself: each assistant turn's content and its end-of-turn
+token are the only characters with a loss, whichever role opens the conversation; everything the model
+is given (system, user, role headers, a system prompt the template adds by itself) is masked with -100.
 """
 from __future__ import annotations
 
@@ -14,6 +14,8 @@ from pathlib import Path
 
 TEMPLATES = Path(__file__).parent / "templates"
 IGNORE = -100
+# Private-use characters: no template writes them, so where they land is where a turn's content goes.
+_PROBE = "\ue000ladder assistant content\ue001"
 
 
 def use_template(tokenizer, name: str):
@@ -36,18 +38,36 @@ def render(messages: list[dict], tokenizer, generation_prompt: bool = False) -> 
 
 
 def assistant_spans(messages: list[dict], tokenizer) -> tuple[str, list[tuple[int, int]]]:
-    """The rendered conversation and the character spans of its assistant turns."""
+    """The rendered conversation and, for each assistant turn, the character span the model must write:
+    from the end of the generation prompt (or, for an opening turn, from where its content starts) to the
+    end of its end-of-turn marker. Whatever the template puts before that (a default system prompt, role
+    headers) or after it (the newline after <|im_end|>) is given, not learned."""
     text = render(messages, tokenizer)
     spans = []
     for i, message in enumerate(messages):
         if message["role"] != "assistant":
             continue
-        before = render(messages[:i], tokenizer, generation_prompt=True) if i else ""
         upto = render(messages[:i + 1], tokenizer)
-        if not (text.startswith(upto) and upto.startswith(before)):
+        # The same conversation with a marker for this turn's content shows where the template puts the
+        # content, whatever it writes around it or does to it (strip it, add a default system prompt).
+        probe = render(messages[:i] + [{**message, "content": _PROBE}], tokenizer)
+        head, found, tail = probe.partition(_PROBE)
+        content_end = len(upto) - len(tail)
+        if not (found and text.startswith(upto) and upto.startswith(head) and upto.endswith(tail)
+                and content_end >= len(head)):
             raise ValueError("the chat template does not render a conversation's beginning as a prefix of the "
-                             "whole; it cannot mark assistant turns for the loss")
-        spans.append((len(before), len(upto)))
+                             "whole, with each assistant turn's content in one place; it cannot mark assistant "
+                             "turns for the loss")
+        start = len(head)
+        if i:
+            # What generation is given: anything the template writes between it and the content (an empty
+            # think block) is the model's to write, so it is learned too.
+            before = render(messages[:i], tokenizer, generation_prompt=True)
+            if not head.startswith(before):
+                raise ValueError("the chat template's generation prompt is not how it renders the assistant "
+                                 "turn that follows; generation would not see what training saw")
+            start = len(before)
+        spans.append((start, content_end + len(tail.rstrip())))
     return text, spans
 
 

@@ -32,7 +32,7 @@ def base(tmp_path_factory):
     return folder
 
 
-@pytest.mark.parametrize("template", ["base", "chatml", "mistral"])
+@pytest.mark.parametrize("template", ["base", "chatml", "mistral-nemo"])
 def test_labels_cover_assistant_turns_and_their_end_token_only(template):
     tokenizer = use_template(load_bundled_chat_tokenizer(), template)
     out = tokenize_for_training(CONVERSATIONS[3], tokenizer, 512)
