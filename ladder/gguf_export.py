@@ -3,7 +3,8 @@
 The gguf package (llama.cpp's own Python library) does the file format, the tensor names and the
 quantization; this module holds the few conversion facts llama.cpp's converter applies to Llama models:
 the rotary permutation of q/k, 1-D tensors kept in f32, a row length that does not divide into blocks
-falling back to f16, and the tokenizer (byte-level BPE) and chat template written as metadata.
+falling back to f16, and the tokenizer (byte-level BPE, with its pre-tokenizer type) and chat template
+written as metadata.
 """
 from __future__ import annotations
 
@@ -15,6 +16,35 @@ log = logging.getLogger("ladder.gguf")
 # transformers architectures llama.cpp converts as its `llama` architecture
 ARCHITECTURES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama"}
 TYPES = ("f32", "f16", "bf16", "q8_0")
+
+# llama.cpp cannot run a tokenizer.json's pre-tokenizer; it reimplements each known one and picks it by the
+# `tokenizer.ggml.pre` name. Its converter (convert_hf_to_gguf.py, get_vocab_base_pre) tells which one a
+# tokenizer uses by the sha256 of str(tokenizer.encode(text)) for this text, whose spaces, digit runs, emoji
+# joiners, scripts and apostrophe forms are where pre-tokenizers differ. It must stay identical to
+# llama.cpp's, character for character, or no hash matches.
+PRE_TOKENIZER_CHECK_TEXT = (
+    "\n \n\n \n\n\n \t \t\t \t\n  \n   \n    \n     \n"
+    "\U0001F680 (normal) \U0001F636\u200D\U0001F32B\uFE0F (multiple emojis concatenated) \u2705 "
+    "\U0001F999\U0001F999 3 33 333 3333 33333 333333 3333333 33333333 3.3 3..3 3...3 "
+    "\u1780\u17B6\u1793\u17CB\u178F\u17C2\u1796\u17B7\u179F\u17C1\u179F\u17A2\u17B6\u1785\U0001F601 "
+    "?\u6211\u60F3\u5728apple\u5DE5\u4F5C1314151\u5929\uFF5E ------======= "
+    "\u043D\u0435\u0449\u043E \u043D\u0430 \u0411\u044A\u043B\u0433\u0430\u0440\u0441\u043A\u0438 "
+    "''''''```````\"\"\"\"......!!!!!!?????? I've been 'told he's there, 'RE you sure? "
+    "'M not sure I'll make it, 'D you like some tea? We'Ve a'lL"
+)
+# check-text hash -> llama.cpp pre-tokenizer name, from llama.cpp's table; the model named is the one the
+# hash was taken from there. The first two are verified here: SmolLM2's from the bundled tokenizer (the
+# test suite), Mistral-Nemo's from mistral-common's copy of its tekken tokenizer with <s> prepended, as its
+# transformers tokenizer encodes.
+PRE_TOKENIZER_TYPES = {
+    "855059429035d75a914d1eda9f10a876752e281a054a7a3d421ef0533e5b6249": "smollm",  # SmolLM-135M, SmolLM2
+    "63b97e4253352e6f357cc59ea5b583e3a680eaeaf2632188c2b952de2588485e": "tekken",  # Mistral-Nemo-Base-2407
+    "0e9433cbbb161f89e264eb32e8e64bfe69e834973ffca5d41d3948a604a3e2a3": "pixtral",  # pixtral-12b (tekken, no <s>)
+    "0ef9807a4087ebef797fc749390439009c3b9eda9ad1a097abbe738f486c01e5": "llama-bpe",  # Meta-Llama-3-8B
+    "3ce83efda5659b07b1ad37ca97ca5797ea4285d9b9ab0dc679e4a720c9da7454": "gpt-2",  # openai-community/gpt2
+    "e636dc30a262dcc0d8c323492e32ae2b70728f4df7dfe9737d9f920a282b8aea": "qwen2",  # Qwen1.5-7B
+    "d4540891389ea895b53b399da6ac824becc30f2fba0e9ddbb98f92e55ca0e97c": "qwen2",  # Qwen3-Embedding-0.6B
+}
 
 
 def _types(name: str):
@@ -66,6 +96,24 @@ def tensor_data(name: str, tensor, config, qtype):
     return quants.quantize(data, qtype), qtype
 
 
+def pre_tokenizer_hash(tokenizer) -> str:
+    """llama.cpp's fingerprint of how `tokenizer` splits text: sha256 of the printed id list of the check text,
+    encoded with the tokenizer's own defaults (special tokens such as a leading <s> included)."""
+    import hashlib
+
+    return hashlib.sha256(str(list(tokenizer.encode(PRE_TOKENIZER_CHECK_TEXT))).encode()).hexdigest()
+
+
+def pre_tokenizer_type(tokenizer, name: str = "this tokenizer") -> str:
+    """The `tokenizer.ggml.pre` value llama.cpp's converter would write, or an error naming the tokenizer and
+    its hash: without the right value llama.cpp splits text by other rules than the model was trained on."""
+    digest = pre_tokenizer_hash(tokenizer)
+    if digest not in PRE_TOKENIZER_TYPES:
+        raise ValueError(f"GGUF export: the pre-tokenizer of {name} is not one llama.cpp is known to implement "
+                         f"(check-text hash {digest}); known: {', '.join(sorted(set(PRE_TOKENIZER_TYPES.values())))}")
+    return PRE_TOKENIZER_TYPES[digest]
+
+
 def vocabulary(tokenizer, model_dir: Path, vocab_size: int):
     """(tokens, token types) in id order, padded with unused tokens to the embedding's row count."""
     from gguf import TokenType
@@ -106,6 +154,8 @@ def export_gguf(model_dir: str | Path, target: str | Path, gguf_type: str, name:
         state.pop("lm_head.weight", None)
     vocab_size = state["model.embed_tokens.weight"].shape[0]
     head_dim = getattr(config, "head_dim", None) or config.hidden_size // config.num_attention_heads
+    tokens, types = vocabulary(tokenizer, model_dir, vocab_size)
+    pre = pre_tokenizer_type(tokenizer, f"the tokenizer in {model_dir}")  # before the file is begun
 
     writer = gguf.GGUFWriter(str(target), arch)
     writer.add_type(gguf.GGUFType.MODEL)
@@ -125,8 +175,8 @@ def export_gguf(model_dir: str | Path, target: str | Path, gguf_type: str, name:
     writer.add_file_type(file_type)
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
-    tokens, types = vocabulary(tokenizer, model_dir, vocab_size)
     writer.add_tokenizer_model("gpt2")
+    writer.add_tokenizer_pre(pre)
     writer.add_token_list(tokens)
     writer.add_token_types(types)
     special = gguf.SpecialVocab(model_dir, load_merges=True, n_vocab=vocab_size)
