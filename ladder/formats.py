@@ -2,8 +2,9 @@
 
 A parser takes the raw table as fetch wrote it and returns record tables plus rejects. A row that
 cannot be parsed is rejected with a reason; a missing column is an error naming it. Speakers are
-assigned by name, never by position; swiped (" (deleted)") replies never stay inside a conversation;
-line ends become LF, the characters themselves are kept as they are.
+assigned by name wherever the source names them (chai-dpo's histories, whose sender names are not known, are
+read as two-party chats: see `two_party_roles`); swiped (" (deleted)") replies never stay inside a
+conversation; line ends become LF, the characters themselves are kept as they are.
 
 chai_feedback is the large source (70k rows real, 200k in the benchmark) and is parsed with polars
 expressions; the other formats are small or text-shaped and are parsed row by row.
@@ -153,17 +154,37 @@ def chai_prize_flat_row(row: dict, options: dict) -> list[tuple[str, dict]]:
     return [("feedback", {"messages": messages, "label": label})]
 
 
+def _chatml_layout(item: Any, what: str) -> str:
+    """"new" for a {role, content} turn, "old" for a {from, role_type, value} turn, told by the values: a file
+    holding rows of both revisions carries every key in every turn, null where the row's revision has none."""
+    if not isinstance(item, dict):
+        raise Malformed(f"{what} is not an object")
+    if item.get("role") is not None or item.get("content") is not None:
+        return "new"
+    if any(item.get(key) is not None for key in ("from", "role_type", "value")):
+        return "old"
+    raise Malformed(f"{what} has neither role/content nor from/role_type/value")
+
+
 def chatml_conversation_row(row: dict, options: dict) -> list[tuple[str, dict]]:
     items = _list(row["conversation"], "conversation")
+    layouts = {_chatml_layout(item, f"conversation[{i}]") for i, item in enumerate(items)}
+    if len(layouts) > 1:
+        raise Malformed("conversation mixes {role, content} and {from, role_type, value} turns")
     turns: list[tuple[str, str]] = []
-    system = row.get("system")  # the older revision keeps the persona apart: {from, value}
-    if isinstance(system, dict) and system.get("value"):
+    system = row.get("system")  # the older revision keeps the persona apart: {from, value}; null in newer rows
+    if isinstance(system, dict) and system.get("value") is not None:
         turns.append(("system", _text(system["value"], "system.value")))
-    if all(isinstance(i, dict) and "content" in i for i in items):
+    if layouts == {"new"}:
         turns += role_turns(items, "role", "content", "conversation")
-    else:
-        role_key = "role_type" if all(isinstance(i, dict) and i.get("role_type") for i in items) else "from"
-        turns += role_turns(items, role_key, "value", "conversation")
+        return [("conversations", {"messages": conversation(finish_messages(turns)), "thumbs_up": None})]
+    for i, item in enumerate(items):  # role_type where it names a role, else `from` (which may be a name)
+        role = ROLE_ALIASES.get(str(item.get("role_type")).strip().lower()) or \
+            ROLE_ALIASES.get(str(item.get("from")).strip().lower())
+        if role is None:
+            raise Malformed(f"conversation[{i}]: unknown role (role_type {item.get('role_type')!r}, "
+                            f"from {item.get('from')!r})")
+        turns.append((role, _text(item.get("value"), f"conversation[{i}].value")))
     return [("conversations", {"messages": conversation(finish_messages(turns)), "thumbs_up": None})]
 
 
@@ -194,19 +215,62 @@ def zephyr_text_row(row: dict, options: dict) -> list[tuple[str, dict]]:
     return [("conversations", {"messages": conversation(finish_messages(turns)), "thumbs_up": None})]
 
 
+def two_party_roles(senders: list[str]) -> dict[str, str | None]:
+    """The role of each distinct sender of a chai-dpo history, which is a two-party chat whose sender names are
+    not known in advance (the bot's name, "Anonymous user", "You", ...):
+    - "<name> (deleted)" is a reply of the bot <name> that the user swiped away: dropped (None), and it names the bot;
+    - a sender named like a role ("Anonymous user", "user", "bot", "system", ...) has that role;
+    - of two speakers, when neither is told by name, the LAST speaker of the history is the user: the accepted and
+      rejected replies are the bot's answers to that turn. When the history opens with the bot's greeting (Chai's
+      convention) the bot is also the first speaker; when the same speaker opens and closes it, the chat opened
+      with the user, and that speaker is the user;
+    - a lone speaker not told by name is the bot (the greeting), so the row has no user turn to answer;
+    - a third distinct speaker, or two speakers named into the same role, is malformed."""
+    roles: dict[str, str | None] = {}
+    named: dict[str, str] = {}
+    parties: list[str] = []
+    for sender in senders:
+        if sender.endswith(DELETED) and sender != DELETED.strip():
+            roles[sender] = None
+            name, role = sender[: -len(DELETED)].strip(), "assistant"
+        else:
+            name, role = sender, ROLE_ALIASES.get(sender.lower())
+        if role == "system":
+            roles[sender] = "system"
+            continue
+        if role:
+            if named.setdefault(name, role) != role:
+                raise Malformed(f"history: {name!r} speaks both as the {named[name]} and as the {role}")
+        if name not in parties:
+            parties.append(name)
+    if len(parties) > 2:
+        raise Malformed(f"history: {len(parties)} speakers in a two-party chat ({', '.join(map(repr, parties))})")
+    if len(parties) == 2 and len(named) == 2 and named[parties[0]] == named[parties[1]]:
+        raise Malformed(f"history: both speakers ({parties[0]!r}, {parties[1]!r}) read as the {named[parties[0]]}")
+    other = {"user": "assistant", "assistant": "user"}
+    if len(parties) == 2:
+        if named:
+            known = next(iter(named))
+            named.setdefault(parties[1 - parties.index(known)], other[named[known]])
+        else:
+            last = next(s for s in reversed(senders) if s in parties)
+            named = {last: "user", parties[1 - parties.index(last)]: "assistant"}
+    elif len(parties) == 1:
+        named.setdefault(parties[0], "assistant")
+    return {**{s: named[s] for s in senders if s in named}, **roles}
+
+
 def chai_dpo_row(row: dict, options: dict) -> list[tuple[str, dict]]:
-    turns, bot = [], None
+    senders, values = [], []
     for i, item in enumerate(_list(row["history"], "history")):
         if not isinstance(item, dict):
             raise Malformed(f"history[{i}] is not an object")
-        sender = _text(item.get("sender"), f"history[{i}].sender").strip()
-        role = ROLE_ALIASES.get(sender.lower())
-        if role is None:  # a character name: the bot is whoever speaks first that is not the user
-            bot = bot or sender
-            if sender != bot:
-                raise Malformed(f"history[{i}]: unknown speaker {sender!r} (bot is {bot!r})")
-            role = "assistant"
-        turns.append((role, _text(item.get("value"), f"history[{i}].value")))
+        senders.append(_text(item.get("sender"), f"history[{i}].sender").strip())
+        values.append(_text(item.get("value"), f"history[{i}].value"))
+    roles = two_party_roles(senders)
+    turns = [(roles[s], v) for s, v in zip(senders, values) if roles[s] is not None]
+    if not turns:
+        raise Malformed("history holds only swiped replies")
     prompt = finish_messages(turns)
     if prompt[-1]["role"] != "user":
         raise Malformed("history does not end with a user message")

@@ -125,6 +125,12 @@ def load_backbone(path: str | Path, quantization: str = "none", cuda: bool = Fal
 def build_judge(backbone_path: str | Path, labels: int, head_dropout: float, quantization: str, lora: dict | None,
                 seed: int, cuda: bool = False, bf16: bool = False) -> PairJudge:
     """A trainable judge: LoRA on the (possibly quantized) backbone, a freshly initialised head trained in full."""
+    if quantization != "none":  # refuse early, naming the layer, what a CPU kernel would refuse later
+        from ladder.quantization import bnb_shape_problems, model_skeleton
+        problems = bnb_shape_problems(model_skeleton(backbone_path, causal_lm=False), quantization)
+        if problems:
+            raise ValueError(f"the judge's backbone {backbone_path} cannot be quantized to {quantization}: "
+                             f"{problems[0]}" + (f" (and {len(problems) - 1} more layers)" if len(problems) > 1 else ""))
     backbone = load_backbone(backbone_path, quantization, cuda, bf16)
     torch.manual_seed(seed)  # LoRA's and the head's initial weights
     if quantization != "none":
@@ -182,7 +188,8 @@ class Judge:
 
     def score(self, rows: list[dict], tta: bool = True, batch_size: int = 32) -> dict[str, dict]:
         """Per row id: P(a wins) and P(b wins) (and P(tie) with three labels), averaged over both orders when
-        `tta`, plus P(a wins) from each order alone (p_a_ab, p_a_ba)."""
+        `tta`, plus P(a wins) from each order alone (p_a_ab, p_a_ba) and, with three labels, P(tie) from each
+        order alone (p_tie_ab, p_tie_ba): a tie counts half a win in the position-bias figures."""
         if len({r["id"] for r in rows}) != len(rows):
             raise ValueError("judge rows need unique ids: the two orders are matched by id")
         texts = {}
@@ -205,13 +212,29 @@ class Judge:
             if tta:
                 result["p_a_ba"] = float(frames[1][0])
             if self.labels == 3:
-                result["p_tie"] = float(mean[2])
+                result["p_tie"], result["p_tie_ab"] = float(mean[2]), float(ab[2])
+                if tta:
+                    result["p_tie_ba"] = float(frames[1][2])
             scored[r["id"]] = result
         return scored
 
 
-def load_judge(path: str | Path, cuda: bool = False, bf16: bool = False) -> Judge:
-    """A judge saved by the classifier stage (its backbone is read from where the settings say)."""
+def checked_backbone(folder: str | Path, expected: dict) -> Path:
+    """`folder`, once it is known to hold the backbone the judge was trained on (`expected`: model id,
+    revision). A judge saves only its adapter and head, so any other backbone would give wrong scores silently."""
+    from ladder.models import read_identity
+
+    found = read_identity(folder)
+    if found != expected:
+        raise ValueError(f"the judge was trained on backbone {expected}, but {folder} holds {found}: "
+                         "rerun the classifier stage (dvc repro classifier)")
+    return Path(folder)
+
+
+def load_judge(path: str | Path, backbone_folder: str | Path = "models/judge_base", cuda: bool = False,
+               bf16: bool = False) -> Judge:
+    """A judge saved by the classifier stage. With LoRA its backbone is read from `backbone_folder`, which must
+    hold the model (id and revision) the judge's settings name."""
     from safetensors.torch import load_file
     from transformers import AutoTokenizer
 
@@ -219,7 +242,8 @@ def load_judge(path: str | Path, cuda: bool = False, bf16: bool = False) -> Judg
     settings = json.loads((path / CONFIG_FILE).read_text())
     if settings.get("lora"):
         from peft import PeftModel
-        backbone = load_backbone(settings["backbone"], settings["quantization"], cuda, bf16)
+        folder = checked_backbone(backbone_folder, settings["backbone"])
+        backbone = load_backbone(folder, settings["quantization"], cuda, bf16)
         backbone = PeftModel.from_pretrained(backbone, path / "adapter")
         if settings["quantization"] == "none":  # folded into the weights: the same logits, a third faster on CPU
             backbone = backbone.merge_and_unload()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import copy
 import functools
 import importlib.util
+import json
 import shutil
 from fnmatch import fnmatch
 from pathlib import Path
@@ -22,8 +23,12 @@ MINILM = "bundled:all-minilm-l6-v2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 MINILM_FILES = ("config.json", "model.safetensors", "tokenizer.json", "tokenizer_config.json",
                 "special_tokens_map.json", "vocab.txt")
+SOURCE_FILE = "ladder-source.json"  # which spec and revision a materialized folder holds
 HUB_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.jinja", "*.tiktoken"]
-TINY = {"hidden_size": 16, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 32}
+# Every layer bitsandbytes quantizes has in and out features that are multiples of 64, so the tiny models go
+# through both of its CPU paths (ladder.quantization.bnb_shape_problems); 2 heads of 32, and as many
+# key/value heads, so k_proj and v_proj have 64 outputs too.
+TINY = {"hidden_size": 64, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 128}
 
 
 def package_dir(package: str) -> Path:
@@ -55,13 +60,14 @@ def load_bundled_encoder_tokenizer():
 
 
 def tiny_model(kind: str, seed: int = 0, tokenizer=None, **overrides):
-    """A randomly initialised 2-layer model (hidden 16) sized to the real bundled tokenizer."""
+    """A randomly initialised 2-layer model (hidden 64) sized to the real bundled tokenizer; `overrides`
+    change the config (a test may ask for shapes bitsandbytes refuses)."""
     import torch
     from transformers import (BertConfig, BertModel, LlamaConfig, LlamaForCausalLM)
 
     if kind == "llama":
         tokenizer = tokenizer or load_bundled_chat_tokenizer()
-        config = LlamaConfig(**{**TINY, "num_key_value_heads": 1, "vocab_size": len(tokenizer),
+        config = LlamaConfig(**{**TINY, "num_key_value_heads": 2, "vocab_size": len(tokenizer),
                                 "max_position_embeddings": 2048, "tie_word_embeddings": True,
                                 "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id,
                                 "pad_token_id": tokenizer.pad_token_id, **overrides})
@@ -140,3 +146,19 @@ def materialize(spec: str, target: str | Path, revision: str | None = None, seed
             raise ValueError(f"unknown bundled model {spec!r}; known: {SMOLLM2}, {MINILM}")
         else:
             _hub(spec, revision, tmp, token)
+        (tmp / SOURCE_FILE).write_text(json.dumps(model_identity(spec, revision, seed), sort_keys=True) + "\n")
+
+
+def model_identity(spec: str, revision: str | None, seed: int = 0) -> dict:
+    """What a starting model is, independent of where it lies: the spec, its pinned revision and, for a
+    randomly initialised tiny model, its seed."""
+    identity = {"model": spec, "revision": revision}
+    if spec.startswith("tiny:"):
+        identity["seed"] = seed
+    return identity
+
+
+def read_identity(folder: str | Path) -> dict | None:
+    """The identity a fetched model folder records (None for a folder not written by `materialize`)."""
+    path = Path(folder) / SOURCE_FILE
+    return json.loads(path.read_text()) if path.is_file() else None

@@ -44,7 +44,7 @@ def pin(fetch: dict, resolve: Callable[[str, str, str | None], str] = hub_commit
     for source in fetch.get("sources", {}).values():
         if source.get("hub") and not source.get("path") and not pinned(source.get("revision")):
             source["revision"] = commit_of("dataset", source["hub"], source.get("revision"))
-    for model in ("base", "judge"):
+    for model in ("base", "judge", "reward"):
         repo = fetch.get(f"{model}_model") or ""
         if "/" in repo and ":" not in repo and not pinned(fetch.get(f"{model}_revision")):
             fetch[f"{model}_revision"] = commit_of("model", repo, fetch.get(f"{model}_revision"))

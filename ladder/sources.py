@@ -8,6 +8,7 @@ clean stage rejects it with a reason instead of it vanishing here.
 """
 from __future__ import annotations
 
+import fnmatch
 import json
 import os
 import re
@@ -85,35 +86,42 @@ def read_file(path: str | Path) -> tuple[pl.DataFrame, list[str]]:
     raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(SUFFIXES)}")
 
 
-def split_files(folder: Path, split: str | None) -> list[Path]:
+def split_files(folder: Path, split: str | None, patterns: list[str] | None = None) -> list[Path]:
     """The data files of a hub snapshot for one split, laid out as the hub lays them out
-    (data/train-00000-of-00002.parquet, train.jsonl, ...)."""
+    (data/train-00000-of-00002.parquet, train.csv, ...); with `patterns` (globs on the path inside the
+    snapshot, `*` crossing folders) only the files they match, e.g. one config of a repository that holds two."""
     files = sorted(p for p in folder.rglob("*") if p.suffix in SUFFIXES and p.is_file()
                    and not any(part.startswith(".") for part in p.relative_to(folder).parts)
                    and not p.name.startswith("dataset_info"))  # the hub's metadata, not data
+    if patterns:
+        files = [p for p in files if any(fnmatch.fnmatchcase(p.relative_to(folder).as_posix(), g) for g in patterns)]
     if split:
         token = re.compile(rf"(^|[/_.-]){re.escape(split)}([/_.-]|$)")
         files = [p for p in files if token.search(p.relative_to(folder).as_posix())]
     if not files:
-        raise FileNotFoundError(f"no {'/'.join(SUFFIXES)} files for split {split!r} in {folder}")
+        raise FileNotFoundError(f"no {'/'.join(SUFFIXES)} files for split {split!r}"
+                                f"{f' among {patterns}' if patterns else ''} in {folder}")
     return files
 
 
-def download_dataset(repo_id: str, revision: str, token: str | None) -> Path:
+def download_dataset(repo_id: str, revision: str, token: str | None, patterns: list[str] | None = None) -> Path:
     from huggingface_hub import snapshot_download
     return Path(snapshot_download(repo_id, repo_type="dataset", revision=revision, token=token,
-                                  allow_patterns=[f"*{s}" for s in SUFFIXES]))
+                                  allow_patterns=patterns or [f"*{s}" for s in SUFFIXES]))
 
 
 def read_source(spec: dict, name: str, downloader: Callable[..., Path] = download_dataset
                 ) -> tuple[pl.DataFrame, list[str]]:
-    """A source entry of params `fetch.sources` to one raw table."""
+    """A source entry of params `fetch.sources` to one raw table: a local `path`, or a `hub` dataset at a pinned
+    `revision`, its files picked by `split` and, optionally, `files` (a glob or a list of globs)."""
     if "path" in spec and spec["path"]:
         files = [Path(spec["path"])]
     elif spec.get("hub"):
         if not spec.get("revision"):
             raise ValueError(f"source {name!r}: a hub source needs a pinned `revision` (a commit hash)")
-        files = split_files(downloader(spec["hub"], spec["revision"], hf_token()), spec.get("split"))
+        patterns = [spec["files"]] if isinstance(spec.get("files"), str) else spec.get("files") or None
+        files = split_files(downloader(spec["hub"], spec["revision"], hf_token(), patterns), spec.get("split"),
+                            patterns)
     else:
         raise ValueError(f"source {name!r}: give either `path` or `hub` (+ `revision`)")
     if len(files) == 1:

@@ -24,6 +24,8 @@ from pathlib import Path
 
 import click
 
+from ladder.elo import soft_outcome
+
 log = logging.getLogger("ladder.classifier")
 COLUMNS = ("id", "prompt", "response_a", "response_b", "winner", "language", "split")
 SETTINGS = ("max_length", "field_budget", "head_dropout", "ties", "quantization", "lora")  # saved with the judge
@@ -84,7 +86,10 @@ def evaluate(scored: dict[str, dict], rows: list[dict], labels: list[str], major
     tta = [[s["p_a"], s["p_b"], s.get("p_tie")][:len(labels)] for s in (scored[r["id"]] for r in rows)]
     predicted = [max(range(len(labels)), key=p.__getitem__) for p in tta]
     one = [scored[r["id"]]["p_a_ab"] for r in rows]
-    flips = [(s["p_a_ab"] >= 0.5) != (s["p_a_ba"] >= 0.5) for s in (scored[r["id"]] for r in rows)]
+    # the first reply's share in each order, a tie counting half (as the Elo ladder counts it)
+    first = [(soft_outcome(s["p_a_ab"], s.get("p_tie_ab")), soft_outcome(s["p_a_ba"], s.get("p_tie_ba")))
+             for s in (scored[r["id"]] for r in rows)]
+    flips = [(ab >= 0.5) != (ba >= 0.5) for ab, ba in first]
     languages: dict[str, list[bool]] = {}
     for r, p, t in zip(rows, predicted, truth):
         languages.setdefault(r["language"], []).append(p == t)
@@ -95,7 +100,7 @@ def evaluate(scored: dict[str, dict], rows: list[dict], labels: list[str], major
         "log_loss_tta": log_loss(tta, truth),
         "majority_baseline": sum(t == labels.index(majority) for t in truth) / n,
         "position_flip_rate": sum(flips) / n,
-        "first_position_preference": sum((s["p_a_ab"] + 1 - s["p_a_ba"]) / 2 for s in (scored[r["id"]] for r in rows)) / n,
+        "first_position_preference": sum((ab + 1 - ba) / 2 for ab, ba in first) / n,
         "accuracy_by_language": {k: round(sum(v) / len(v), 6) for k, v in sorted(languages.items())}}
     if len(labels) == 2:  # one order only is defined as a two-way choice
         metrics["accuracy_one_order"] = sum((p >= 0.5) == (t == 0) for p, t in zip(one, truth)) / n
@@ -116,23 +121,29 @@ def main(params_file: str) -> None:
 
     from ladder.io import atomic_path, rounded, write_json
     from ladder.judge import LABELS, build_judge, is_decoder, load_judge, prepare_tokenizer, save_judge
+    from ladder.models import read_identity
     from ladder.training import begin, is_main_process, split_timings
 
     params, hw = begin("classifier", params_file)
     data = load_arena("data/clean/arena.parquet", params["ties"])
     labels = list(LABELS[:3 if params["ties"] == "class" else 2])
     start = time.perf_counter()
-    model = build_judge("models/judge_base", len(labels), params["head_dropout"], params["quantization"],
-                        params.get("lora"), params["seed"], hw["cuda"], hw["bf16"])
+    try:
+        model = build_judge("models/judge_base", len(labels), params["head_dropout"], params["quantization"],
+                            params.get("lora"), params["seed"], hw["cuda"], hw["bf16"])
+    except ValueError as error:  # a bad setting or a backbone bitsandbytes cannot take: one line, no traceback
+        raise click.ClickException(str(error)) from None
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained("models/judge_base"), is_decoder(model.backbone.config))
     figures = train(model, tokenizer, training_pairs(data["train"], labels, params["swap_augment"]), params, hw)
     train_seconds = time.perf_counter() - start
     if not is_main_process():
         return
-    settings = {"backbone": "models/judge_base", "labels": labels, **{k: params.get(k) for k in SETTINGS}}
+    # The backbone by what it is (id, revision), not by where it lies: load_judge checks the folder it is given.
+    settings = {"backbone": read_identity("models/judge_base"), "labels": labels,
+                **{k: params.get(k) for k in SETTINGS}}
     with atomic_path("models/judge") as tmp:
         save_judge(model, tokenizer, settings, tmp)
-    judge = load_judge("models/judge", hw["cuda"], hw["bf16"])  # measure what was saved, as inference loads it
+    judge = load_judge("models/judge", "models/judge_base", hw["cuda"], hw["bf16"])  # measure what was saved, as inference loads it
     start = time.perf_counter()
     scored = judge.score(data["eval"], batch_size=params["eval_batch_size"])
     pairs_per_second = len(scored) / max(time.perf_counter() - start, 1e-9)

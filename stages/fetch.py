@@ -1,14 +1,15 @@
 """fetch: bring one data source or one starting model into the pipeline.
 
 Reads   params.yaml `fetch` (sources: a local `path` or a `hub` id + pinned `revision` [+ `split`];
-        base_model / judge_model with their revisions), HF_TOKEN from the environment or .env.
+        base_model / judge_model / reward_model with their revisions), HF_TOKEN from the environment or .env.
 Writes  data/raw/<source>.parquet with the source's own columns (one DVC stage per source), or
-        models/base and models/judge_base as plain transformers folders (safetensors, tokenizer,
-        chat template).
+        models/base (the chat model), models/judge_base (the judge's backbone) and models/reward_base (the
+        reward model's backbone) as plain transformers folders (safetensors, tokenizer, chat template) with
+        ladder-source.json naming the model and revision they hold.
 
 Usage:
     python -m stages.fetch --source chai
-    python -m stages.fetch --model base        # or: --model judge
+    python -m stages.fetch --model base        # or: --model judge, --model reward
 """
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ import click
 from ladder.params import section
 
 log = logging.getLogger("ladder.fetch")
-MODEL_TARGETS = {"base": "models/base", "judge": "models/judge_base"}
+# The judge and the reward model have a backbone each: switching the judge must not retrain the reward model.
+MODEL_TARGETS = {"base": "models/base", "judge": "models/judge_base", "reward": "models/reward_base"}
 
 
 def fetch_source(spec: dict, name: str, out_dir: str | Path = "data/raw") -> Path:
@@ -42,6 +44,8 @@ def fetch_model(params: dict, which: str) -> Path:
     from ladder.models import materialize
     from ladder.sources import hf_token
 
+    if not params.get(f"{which}_model"):
+        raise click.BadParameter(f"fetch.{which}_model is not set", param_hint=f"fetch.{which}_model")
     spec = params[f"{which}_model"]
     revision = params.get(f"{which}_revision")
     target = Path(MODEL_TARGETS[which])
@@ -58,7 +62,7 @@ def fetch_model(params: dict, which: str) -> Path:
 def main(source: str | None, model: str | None, params_file: str) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if bool(source) == bool(model):
-        raise click.UsageError("give exactly one of --source NAME or --model base|judge")
+        raise click.UsageError("give exactly one of --source NAME or --model base|judge|reward")
     params = section("fetch", params_file)
     start = time.perf_counter()
     if source:

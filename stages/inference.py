@@ -6,7 +6,7 @@ Reads   data/clean/conversations.parquet (eval split), the models named in `infe
         `inference` (models, n_prompts, seed, backend, sampling, best_of, batch_size), `reward.max_length`.
 Writes  data/generations/responses.parquet (prompt_id, model, reply, reward, samples),
         data/generations/judgments.parquet (prompt_id, model_a, model_b, p_a / p_b / p_tie with swap TTA,
-        p_a_ab and p_a_ba from each order alone),
+        p_a_ab / p_a_ba and p_tie_ab / p_tie_ba from each order alone),
         metrics/timings/inference.json (load time and generated tokens/s per model).
 
 Prompts are eval conversations cut before their last assistant turn, `n_prompts` of them chosen with the
@@ -32,7 +32,8 @@ import click
 log = logging.getLogger("ladder.inference")
 CHAT_MODELS = ("base", "sft", "merged", "int8", "nf4", "gguf-f16", "gguf-q8_0")
 VLLM_MODELS = ("base", "merged", "gguf-f16", "gguf-q8_0")
-JUDGMENT_COLUMNS = ("p_a", "p_b", "p_tie", "p_a_ab", "p_a_ba")  # p_tie is null for a two-label judge
+# the p_tie columns are null for a two-label judge; metrics needs each order's tie share for the position figures
+JUDGMENT_COLUMNS = ("p_a", "p_b", "p_tie", "p_a_ab", "p_a_ba", "p_tie_ab", "p_tie_ba")
 
 
 def held_out_prompts(path: str | Path, n: int, seed: int) -> list[dict]:
@@ -172,7 +173,7 @@ def main(params_file: str) -> None:
                          round(counts["tokens"] / seconds, 2) if counts.get("tokens") else None}
     rows = pairwise(responses, prompts)
     start = time.perf_counter()
-    judged = load_judge("models/judge", hw["cuda"], hw["bf16"]).score(rows)
+    judged = load_judge("models/judge", "models/judge_base", hw["cuda"], hw["bf16"]).score(rows)
     timings["judge_pairs_per_second"] = round(len(rows) / max(time.perf_counter() - start, 1e-9), 1)
     write_parquet(pl.DataFrame(
         [{"prompt_id": p["prompt_id"], "model": name, "reply": responses[name][i], "reward": rewards[name][i],

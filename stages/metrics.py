@@ -9,7 +9,9 @@ Writes  metrics/eval.json (per model: Bradley-Terry Elo with a bootstrap 95% int
         plots/eval/win_rates.json (P(row model beats column model), averaged over prompts).
 
 The Elo fit uses the judge's probabilities as soft outcomes: P(a beats b) = 1 / (1 + 10^((Rb - Ra) / 400)),
-ratings fitted by maximum likelihood (Newton's method), the anchor model fixed at `anchor_rating`.
+ratings fitted by maximum likelihood (Newton's method), the anchor model fixed at `anchor_rating`. A tie counts
+half a win (FastChat's convention): with a three-label judge a's outcome is P(a) + P(tie) / 2, in the fit, the
+win matrix, the judge/reward agreement and the position-bias figures alike.
 
 Usage:
     python -m stages.metrics
@@ -18,15 +20,14 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 from pathlib import Path
 
 import click
 
+from ladder.elo import bootstrap_elo, fit_elo, soft_outcome, win_matrix
 from ladder.io import rounded
 
 log = logging.getLogger("ladder.metrics")
-ELO_SCALE = 400 / math.log(10)  # natural-log units to Elo points
 HEADLINES = {  # metrics file -> {name in eval.json: path of keys in that file}
     "reward": {"eval_accuracy": ("eval", "accuracy"), "eval_roc_auc": ("eval", "roc_auc")},
     "sft": {"eval_loss_base": ("eval_loss_base",), "eval_loss": ("eval_loss",)},
@@ -37,78 +38,41 @@ HEADLINES = {  # metrics file -> {name in eval.json: path of keys in that file}
 }
 
 
-def fit_elo(judgments: list[tuple[str, str, float]], models: list[str], anchor: str, anchor_rating: float = 1000.0,
-            ridge: float = 1e-6) -> dict[str, float]:
-    """Bradley-Terry ratings on the Elo scale from (model_a, model_b, P(a beats b)) rows."""
-    import numpy as np
-
-    index = {m: i for i, m in enumerate(models)}
-    free = [m for m in models if m != anchor]
-    theta = np.zeros(len(models))
-    if not free or not judgments:
-        return {m: anchor_rating for m in models}
-    a = np.array([index[x] for x, _, _ in judgments])
-    b = np.array([index[y] for _, y, _ in judgments])
-    p = np.array([w for _, _, w in judgments], dtype=float)
-    keep = np.array([index[m] for m in free])
-    for _ in range(100):
-        q = 1 / (1 + np.exp(-(theta[a] - theta[b])))
-        grad = np.zeros(len(models))
-        np.add.at(grad, a, p - q)
-        np.add.at(grad, b, q - p)
-        weight = q * (1 - q)
-        hess = np.zeros((len(models), len(models)))
-        np.add.at(hess, (a, a), weight)
-        np.add.at(hess, (b, b), weight)
-        np.add.at(hess, (a, b), -weight)
-        np.add.at(hess, (b, a), -weight)
-        step = np.linalg.solve(hess[np.ix_(keep, keep)] + ridge * np.eye(len(keep)), grad[keep] - ridge * theta[keep])
-        theta[keep] += step
-        if np.abs(step).max() < 1e-10:
-            break
-    return {m: float(anchor_rating + ELO_SCALE * theta[index[m]]) for m in models}
-
-
-def bootstrap_elo(judgments: list[tuple[str, str, str, float]], models: list[str], anchor: str, anchor_rating: float,
-                  rounds: int, seed: int) -> dict[str, tuple[float, float]]:
-    """2.5% and 97.5% points of each rating over `rounds` resamplings of the prompts (with replacement)."""
-    import numpy as np
-
-    by_prompt: dict[str, list] = {}
-    for prompt, a, b, p in judgments:
-        by_prompt.setdefault(prompt, []).append((a, b, p))
-    prompts = sorted(by_prompt)
-    rng = np.random.default_rng(seed)
-    samples = {m: [] for m in models}
-    for _ in range(rounds):
-        chosen = rng.integers(0, len(prompts), len(prompts))
-        fitted = fit_elo([j for i in chosen for j in by_prompt[prompts[i]]], models, anchor, anchor_rating)
-        for m in models:
-            samples[m].append(fitted[m])
-    return {m: (float(np.percentile(v, 2.5)), float(np.percentile(v, 97.5))) for m, v in samples.items()}
-
-
-def win_matrix(judgments: list[tuple[str, str, str, float]], models: list[str]) -> dict[tuple[str, str], float]:
-    """Mean P(x beats y) over prompts, for every ordered pair of different models."""
-    totals: dict[tuple[str, str], list[float]] = {}
-    for _, a, b, p in judgments:
-        totals.setdefault((a, b), []).append(p)
-        totals.setdefault((b, a), []).append(1 - p)
-    return {(x, y): sum(totals[(x, y)]) / len(totals[(x, y)]) for x in models for y in models if (x, y) in totals}
+def judgment_rows(judged) -> list[tuple[str, str, str, float]]:
+    """(prompt, model_a, model_b, a's soft outcome) per judgment; p_tie is null for a two-label judge."""
+    tie = judged["p_tie"] if "p_tie" in judged.columns else [None] * judged.height
+    return [(prompt, a, b, soft_outcome(p, t)) for prompt, a, b, p, t in
+            zip(judged["prompt_id"], judged["model_a"], judged["model_b"], judged["p_a"], tie)]
 
 
 def agreement(judgments: list[tuple[str, str, str, float]], rewards: dict[tuple[str, str], float]) -> float | None:
-    """How often the judge's pick (P(a) > 0.5) is the reply the reward model scores higher (equal scores skipped)."""
+    """How often the judge's pick (a's soft outcome above 0.5) is the reply the reward model scores higher (equal
+    scores, and judgments of exactly 0.5, skipped)."""
     votes = [(p > 0.5) == (rewards[(prompt, a)] > rewards[(prompt, b)])
              for prompt, a, b, p in judgments if rewards[(prompt, a)] != rewards[(prompt, b)] and p != 0.5]
     return sum(votes) / len(votes) if votes else None
 
 
+def order_outcomes(judged):
+    """a's soft outcome in each order alone: (a, b) and (b, a). A three-label judge's tie probabilities per order
+    (p_tie_ab, p_tie_ba) must be there, or the figures would read every tie as a loss for a."""
+    ab, ba = judged["p_a_ab"], judged["p_a_ba"]
+    if "p_tie" in judged.columns and judged["p_tie"].is_not_null().any():
+        for column in ("p_tie_ab", "p_tie_ba"):
+            if column not in judged.columns:
+                raise ValueError(f"judgments: column {column!r} is missing: a three-label judge (p_tie set) needs "
+                                 "the tie probability of each order for the position-bias figures")
+        ab, ba = ab + judged["p_tie_ab"].fill_null(0.0) / 2, ba + judged["p_tie_ba"].fill_null(0.0) / 2
+    return ab, ba
+
+
 def position_bias(judged) -> dict:
-    """How the judge treated the order of the generated replies: mean P(the first reply wins) over both orders
-    (0.5 is unbiased) and how often its pick flips when the order is swapped (TTA averages this away)."""
-    first = ((judged["p_a_ab"] + 1 - judged["p_a_ba"]) / 2).mean()
-    flips = ((judged["p_a_ab"] >= 0.5) != (judged["p_a_ba"] >= 0.5)).mean()
+    """How the judge treated the order of the generated replies: the first reply's mean soft outcome over both
+    orders (0.5 is unbiased; a tie is half a win) and how often its pick flips when the order is swapped (TTA
+    averages this away)."""
+    ab, ba = order_outcomes(judged)
+    first = ((ab + 1 - ba) / 2).mean()
+    flips = ((ab >= 0.5) != (ba >= 0.5)).mean()
     return {"first_position_preference": rounded(float(first)), "flip_rate": rounded(float(flips))}
 
 
@@ -144,7 +108,7 @@ def main(params_file: str) -> None:
     judged = pl.read_parquet("data/generations/judgments.parquet")
     models = list(dict.fromkeys(responses["model"].to_list()))
     anchor = params["anchor"] if params["anchor"] in models else models[0]
-    rows = [(r["prompt_id"], r["model_a"], r["model_b"], r["p_a"]) for r in judged.iter_rows(named=True)]
+    rows = judgment_rows(judged)
     ratings = fit_elo([(a, b, p) for _, a, b, p in rows], models, anchor, params["anchor_rating"])
     intervals = bootstrap_elo(rows, models, anchor, params["anchor_rating"], params["bootstrap"], params["seed"])
     wins = win_matrix(rows, models)

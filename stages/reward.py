@@ -1,7 +1,8 @@
 """reward: train a reward model on thumbs-up feedback, and measure it on the eval split.
 
-Reads   data/clean/feedback.parquet, models/judge_base, params `reward` (objective, max_length, lora,
-        seed, trainer: passed through to transformers.TrainingArguments).
+Reads   data/clean/feedback.parquet, models/reward_base (the reward model's own backbone, not the judge's),
+        params `reward` (objective, max_length, lora, seed, trainer: passed through to
+        transformers.TrainingArguments).
 Writes  models/reward (a plain sequence-classification model + reward_objective.json), metrics/reward.json,
         dvclive/reward/ (training curves), metrics/timings/reward.json.
 
@@ -126,10 +127,10 @@ def main(params_file: str) -> None:
 
     params, hw = begin("reward", params_file)
     data = load_feedback("data/clean/feedback.parquet")
-    tokenizer = left_truncating(AutoTokenizer.from_pretrained("models/judge_base"))
+    tokenizer = left_truncating(AutoTokenizer.from_pretrained("models/reward_base"))
     texts = {s: [render(m, tokenizer) for m in data[s]["messages"]] for s in data}
     start = time.perf_counter()
-    model = build_model("models/judge_base", params["objective"], params.get("lora"), params["seed"],
+    model = build_model("models/reward_base", params["objective"], params.get("lora"), params["seed"],
                         tokenizer.pad_token_id)
     model, figures = train(model, tokenizer, texts["train"], data["train"]["label"], params, hw)
     train_seconds = time.perf_counter() - start

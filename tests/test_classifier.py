@@ -10,7 +10,7 @@ from transformers import AutoTokenizer
 
 from ladder.judge import (build_judge, encode, head, judge_text, keep_last_tokens, load_judge, prepare_tokenizer,
                           save_judge)
-from ladder.models import materialize
+from ladder.models import materialize, read_identity
 from stages.classifier import evaluate, load_arena, train, training_pairs
 
 LORA_BERT = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["query", "value"]}
@@ -39,14 +39,14 @@ def backbones(tmp_path_factory):
 def trained_judge(backbones, tmp_path, kind: str, quantization: str = "none"):
     model = build_judge(backbones / kind, 2, 0.1, quantization, LORA_BERT if kind == "bert" else LORA_LLAMA, seed=0)
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(backbones / kind), model.decoder)
-    settings = {**SETTINGS, "backbone": str(backbones / kind), "labels": ["model_a", "model_b"],
+    settings = {**SETTINGS, "backbone": read_identity(backbones / kind), "labels": ["model_a", "model_b"],
                 "quantization": quantization, "lora": LORA_BERT if kind == "bert" else LORA_LLAMA}
     torch.manual_seed(0)
     for module in model.head.modules():  # a head far from zero, so the two classes really differ
         if isinstance(module, torch.nn.Linear):
             torch.nn.init.normal_(module.weight, std=1.0)
     save_judge(model, tokenizer, settings, tmp_path / "judge")
-    return load_judge(tmp_path / "judge")
+    return load_judge(tmp_path / "judge", backbones / kind)
 
 
 def test_head_shape_and_dropout():
@@ -135,15 +135,36 @@ def test_int8_backbone_trains_through_lora_and_loads_back(backbones, tmp_path, m
     after = dict(model.named_parameters())
     assert quantized and all(torch.equal(v, after[k]) for k, v in quantized.items())
     assert any(not torch.equal(v, after[k]) for k, v in lora.items())
-    settings = {**SETTINGS, "backbone": str(backbones / "llama"), "labels": ["model_a", "model_b"],
+    settings = {**SETTINGS, "backbone": read_identity(backbones / "llama"), "labels": ["model_a", "model_b"],
                 "quantization": "int8", "lora": LORA_LLAMA}
     save_judge(model, tokenizer, settings, tmp_path / "judge")
-    judge = load_judge(tmp_path / "judge")
+    judge = load_judge(tmp_path / "judge", backbones / "llama")
     assert isinstance(judge.model.backbone.base_model.model.layers[0].mlp.down_proj.base_layer, bnb.nn.Linear8bitLt)
     scored = judge.score(rows(4))
     assert len(scored) == 4 and all(0 <= s["p_a"] <= 1 for s in scored.values())
     with pytest.raises(ValueError, match="LoRA only"):
         build_judge(backbones / "llama", 2, 0.1, "int8", None, seed=0)
+
+
+def test_a_backbone_nf4_cannot_take_on_every_cpu_is_refused_before_loading(tmp_path):
+    from ladder.models import tiny_model
+
+    narrow, tokenizer = tiny_model("llama", seed=0, hidden_size=48, intermediate_size=96, num_attention_heads=2,
+                                   num_key_value_heads=1)  # in_features 48: not whole 64-value blocks
+    narrow.save_pretrained(tmp_path / "narrow")
+    tokenizer.save_pretrained(tmp_path / "narrow")
+    with pytest.raises(ValueError, match=r"cannot be quantized to nf4: layers\.0\.self_attn\.q_proj \(in 48"):
+        build_judge(tmp_path / "narrow", 2, 0.1, "nf4", LORA_LLAMA, seed=0)
+
+
+def test_the_judge_names_its_backbone_and_refuses_another(backbones, tmp_path):
+    trained_judge(backbones, tmp_path, "bert")
+    saved = (tmp_path / "judge/judge.json").read_text()
+    assert str(backbones) not in saved  # by id and revision, not by a path of this machine
+    assert read_identity(backbones / "bert") == {"model": "tiny:bert", "revision": None, "seed": 0}
+    materialize("tiny:bert", tmp_path / "other", seed=1)  # same architecture, other weights
+    with pytest.raises(ValueError, match="trained on backbone"):
+        load_judge(tmp_path / "judge", tmp_path / "other")
 
 
 def test_arena_loading_pairs_and_ties(tmp_path):

@@ -193,7 +193,7 @@ def test_chai_dpo_unknown_speaker_and_no_user_turn_are_rejected():
             {"history": [{"sender": "Dorian", "value": "Hi"}], "accepted": "a", "rejected": ["b"]}]
     parsed = parse("chai_dpo", rows)
     reasons = [r["reason"] for r in parsed.rejects]
-    assert "unknown speaker 'Igor'" in reasons[0] and "user message" in reasons[1]
+    assert "3 speakers in a two-party chat ('Dorian', 'Igor', 'user')" in reasons[0] and "user message" in reasons[1]
 
 
 # --------------------------------------------------------------------------------------------- arena
@@ -256,3 +256,151 @@ def test_chai_feedback_swipe_pair_chooses_the_whole_kept_turn():
     parsed = parse("chai_feedback", [row])
     [pair] = table(parsed, "preferences")
     assert pair["chosen"] == "First.\n\nSecond." == table(parsed, "conversations")[0]["messages"][-1]["content"]
+
+
+# ------------------------------------------------------------- rows in the real schemas (../SOURCES.md facts)
+
+def test_chai_feedback_real_bot_names_and_three_swipes_in_a_row():
+    """tiendung/chai: bot names hold spaces, slashes and brackets, so " (deleted)" is a suffix and nothing else;
+    swipes come just before the reply the user kept, three in a row seen."""
+    hood, barbie = "Red Hood / Jason Todd", "Barbie Roberts (Super Kind)"
+    rows = [chai_row("r1", [(hood, "*leans on the railing* You lost?"), (U, "maybe"),
+                            (hood + " (deleted)", "Figures."), (hood + " (deleted)", "Go home."),
+                            (hood + " (deleted)", "Tch."), (hood, "Stick with me, then."), (U, "ok")]),
+            chai_row("r2", [(barbie, "Hi!! (I'm so happy to see you)"), (U, "hey barbie"),
+                            (barbie + " (deleted)", "Hello (again)!"), (barbie, "Let's bake (cookies)!")],
+                     thumbs_up=False)]
+    parsed = parse("chai_feedback", rows)
+    assert parsed.rejects == []
+    first, second = table(parsed, "conversations")
+    assert first["messages"] == msgs(("assistant", "*leans on the railing* You lost?"), ("user", "maybe"),
+                                     ("assistant", "Stick with me, then."), ("user", "ok"))
+    assert second["messages"] == msgs(("assistant", "Hi!! (I'm so happy to see you)"), ("user", "hey barbie"),
+                                      ("assistant", "Let's bake (cookies)!"))
+    pairs = table(parsed, "preferences")
+    assert [(p["row"], p["chosen"], p["rejected"]) for p in pairs] == [
+        ("r1", "Stick with me, then.", "Figures."), ("r1", "Stick with me, then.", "Go home."),
+        ("r1", "Stick with me, then.", "Tch."), ("r2", "Let's bake (cookies)!", "Hello (again)!")]
+    assert all(p["prompt"] == first["messages"][:2] for p in pairs[:3])
+    assert [f["label"] for f in table(parsed, "feedback")] == [1.0, 0.0]
+
+
+def test_chai_feedback_another_bots_deleted_reply_is_an_unknown_speaker():
+    row = chai_row("x", [("Red Hood / Jason Todd", "Hey."), (U, "hi"), ("Red Hood (deleted)", "no"),
+                         ("Red Hood / Jason Todd", "Yo.")])
+    parsed = parse("chai_feedback", [row])
+    assert "unknown speaker 'Red Hood (deleted)'" in parsed.rejects[0]["reason"]
+
+
+def test_chai_prize_flat_real_layout_without_persona():
+    """The 20231007 prize export: `Name: text` turns joined by one newline, no persona header, the greeting
+    first, a message may hold blank lines, swipes as `<bot> (deleted): text`."""
+    bot = "Red Hood / Jason Todd"
+    text = "\n".join([f"{bot}: *lands on the roof*\n\nYou shouldn't be up here.",
+                      "Anonymous user: Why not?\nI like the view.",
+                      f"{bot} (deleted): Because.",
+                      f"{bot}: Gotham at night isn't a view.\n\nNote: it's a warning.",
+                      "Anonymous user: ok ok"])
+    row = {"conversation_id": "c1", "bot_id": "b1", "user_id": "u1", "conversation": text, "thumbs_up": True,
+           "feedback": "", "model_name": "m", "season": "s1"}
+    parsed = parse("chai_prize_flat", [row, {**row, "conversation_id": "c2",
+                                             "conversation": text.replace(bot, "Barbie Roberts (Super Kind)")}])
+    assert parsed.rejects == []
+    first, second = table(parsed, "feedback")
+    assert first["messages"] == msgs(("assistant", "*lands on the roof*\n\nYou shouldn't be up here."),
+                                     ("user", "Why not?\nI like the view."),
+                                     ("assistant", "Gotham at night isn't a view.\n\nNote: it's a warning."),
+                                     ("user", "ok ok"))
+    assert second["messages"] == first["messages"] and first["label"] == 1.0
+    assert all(m["role"] != "system" for m in first["messages"])
+
+
+def test_messages_zerofata_crlf_card_with_user_persona_section():
+    card = ("You are Kaito, a quiet swordsman.\r\n\r\n## Scenario\r\nA rainy inn.\r\n\r\n"
+            "# Mika's (User persona)\r\nMika is a travelling merchant.\r\n")
+    row = {"messages": [{"role": "system", "content": card},
+                        {"role": "assistant", "content": "*wipes the blade* Sit.\r\nIf you must."},
+                        {"role": "user", "content": "Thanks. Rough night?"},
+                        {"role": "assistant", "content": "Rougher for some."}]}
+    [conv] = table(parse("messages", [row]), "conversations")
+    assert conv["messages"][0] == {"role": "system", "content": card.replace("\r\n", "\n").strip()}
+    assert conv["messages"][0]["content"].endswith("# Mika's (User persona)\nMika is a travelling merchant.")
+    assert [m["role"] for m in conv["messages"]] == ["system", "assistant", "user", "assistant"]
+    assert "\r" not in "".join(m["content"] for m in conv["messages"])
+
+
+def test_role_prefixed_text_erotiquant_card_placeholder_and_speaker_names():
+    """erotiquant3: the SYSTEM part is a character card (its example lines are not turns), turns may carry the
+    speaker's name and the literal {{user}} placeholder; both are text and stay as they are."""
+    text = ("SYSTEM: Vale's card.\nVale is a sharp-tongued librarian.\n\nExample:\n{{user}}: Where's the atlas?\n"
+            "Vale: Third shelf, obviously.\n"
+            "USER: {{user}}: Hi, is this the archive?\n"
+            "ASSISTANT: Vale: *looks up* It is, {{user}}. Shoes off.\n\nWe have rules.\n"
+            "USER: Fine.\nASSISTANT: Vale: Good.")
+    [conv] = table(parse("role_prefixed_text", [{"text": text}]), "conversations")
+    assert [m["role"] for m in conv["messages"]] == ["system", "user", "assistant", "user", "assistant"]
+    assert conv["messages"][0]["content"].endswith("{{user}}: Where's the atlas?\nVale: Third shelf, obviously.")
+    assert conv["messages"][1]["content"] == "{{user}}: Hi, is this the archive?"
+    assert conv["messages"][2]["content"] == "Vale: *looks up* It is, {{user}}. Shoes off.\n\nWe have rules."
+
+
+def dpo_row(senders_values, accepted="Then stay.", rejected=("Leave.",)):
+    return {"history": [{"sender": s, "value": v} for s, v in senders_values], "accepted": accepted,
+            "rejected": list(rejected) if isinstance(rejected, tuple) else rejected, "thumbs_up": True,
+            "submission_id": "sub", "model_name": "m", "bot_id": "bot"}
+
+
+def test_chai_dpo_senders_whose_names_are_not_known():
+    hood, barbie = "Red Hood / Jason Todd", "Barbie Roberts (Super Kind)"
+    rows = [dpo_row([(hood, "You lost?"), (U, "maybe"), (hood, "Figures."), (U, "can I stay?")]),
+            # neither name is a role: the history's last speaker is the one the replies answer, the user
+            dpo_row([(barbie, "Hi!!"), ("You", "hey"), (barbie, "Cookies?"), ("You", "yes")], rejected="No."),
+            # a history that opens with the user: the same speaker opens and closes it, so it is the user
+            dpo_row([("Kai", "knock knock"), ("Luna", "Who's there?"), ("Kai", "me")]),
+            # a swiped reply left in the history names the bot and is dropped
+            dpo_row([("Luna", "Hello."), ("Kai", "hi"), ("Luna (deleted)", "Go away."), ("Luna", "Welcome."),
+                     ("Kai", "thanks")])]
+    parsed = parse("chai_dpo", rows)
+    assert parsed.rejects == []
+    prompts = {p["row"]: p["prompt"] for p in table(parsed, "preferences")}
+    assert prompts["0"] == msgs(("assistant", "You lost?"), ("user", "maybe"), ("assistant", "Figures."),
+                                ("user", "can I stay?"))
+    assert prompts["1"] == msgs(("assistant", "Hi!!"), ("user", "hey"), ("assistant", "Cookies?"), ("user", "yes"))
+    assert prompts["2"] == msgs(("user", "knock knock"), ("assistant", "Who's there?"), ("user", "me"))
+    assert prompts["3"] == msgs(("assistant", "Hello."), ("user", "hi"), ("assistant", "Welcome."), ("user", "thanks"))
+    assert [(p["chosen"], p["rejected"]) for p in table(parsed, "preferences")][1] == ("Then stay.", "No.")
+
+
+@pytest.mark.parametrize("history, reason", [
+    ([("Luna", "Hi"), ("Kai", "yo"), ("Mira", "hey"), ("Kai", "?")], "3 speakers in a two-party chat"),
+    ([("Luna", "Hi"), (U, "yo"), ("Luna", "So?")], "does not end with a user message"),  # named: Luna is the bot
+    ([(U, "hi"), ("user", "hello?")], "both speakers ('Anonymous user', 'user') read as the user"),
+    ([("Luna", "Hi")], "does not end with a user message"),  # a lone greeting: nothing for the reply to answer
+])
+def test_chai_dpo_histories_that_are_not_a_two_party_chat_ending_with_the_user(history, reason):
+    parsed = parse("chai_dpo", [dpo_row([("Luna", "Hello."), (U, "hi")]), dpo_row(history)])
+    assert [r["row"] for r in parsed.rejects] == ["1"] and reason in parsed.rejects[0]["reason"]
+    assert {p["row"] for p in table(parsed, "preferences")} == {"0"}
+
+
+def test_chatml_conversation_rows_of_both_revisions_in_one_table():
+    """Both revisions in one file: every turn carries every key (null where its revision has none) and the
+    `system` struct is null in the newer rows; the revision is told by the values."""
+    new = {"conversation": [{"content": "You are Vex.", "do_train": False, "role": "system"},
+                            {"content": "Obviously.", "do_train": True, "role": "assistant"},
+                            {"content": "hi", "do_train": False, "role": "user"},
+                            {"content": "Hm.", "do_train": True, "role": "assistant"}]}
+    old = {"system": {"from": "system", "value": "You are Vex."},
+           "conversation": [{"from": "Vex", "role_type": "char", "value": "Obviously."},
+                            {"from": "User", "role_type": "user", "value": "hi"},
+                            {"from": "Vex", "role_type": "char", "value": "Hm."}]}
+    parsed = parse("chatml_conversation", [new, old, new])
+    assert parsed.rejects == []
+    expected = msgs(("system", "You are Vex."), ("assistant", "Obviously."), ("user", "hi"), ("assistant", "Hm."))
+    assert [c["messages"] for c in table(parsed, "conversations")] == [expected] * 3
+    broken = {"conversation": [{"content": "hi", "role": None}, {"content": "yo", "role": "assistant"}]}
+    mixed = {"conversation": [{"from": "User", "role_type": "user", "value": "hi"},
+                              {"content": "yo", "role": "assistant"}]}
+    rejects = parse("chatml_conversation", [new, broken, mixed]).rejects
+    assert "conversation[0]: unknown role None" in rejects[0]["reason"]
+    assert "mixes" in rejects[1]["reason"]

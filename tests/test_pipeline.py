@@ -59,7 +59,8 @@ def project(tmp_path_factory) -> Path:
 def test_repro_runs_everything_then_nothing(project):
     sources = list(load_params(project / "params.yaml")["fetch"]["sources"])
     first = run(["dvc", "repro"], project)
-    assert ran(first) == {*(f"fetch@{s}" for s in sources), "fetch_model@base", "fetch_model@judge", "clean",
+    assert ran(first) == {*(f"fetch@{s}" for s in sources), "fetch_model@base", "fetch_model@judge",
+                          "fetch_model@reward", "clean",
                           "reward", "score", "sft", "dpo", "merge", "quantize", "classifier", "inference",
                           "metrics"}
     for name in sources:
@@ -175,6 +176,11 @@ def test_a_judge_variant_reruns_only_the_judge_and_what_reads_it(project):
     assert ran(output) == {"classifier", "inference", "metrics"}
     shown = run(["dvc", "exp", "show", "--md", "--no-pager"], project)
     assert "head_dropout" in shown and "0.2" in shown
+    # another judge backbone leaves the reward model, and so the training data and chat models, alone
+    output = run(["dvc", "exp", "run", "-S", f"fetch.judge_revision={'a' * 40}"], project)
+    # (metrics reruns only if the judgments changed: the tiny backbone's weights do not depend on the revision)
+    judge_side = {"fetch_model@judge", "classifier", "inference"}
+    assert judge_side <= ran(output) <= judge_side | {"metrics"}
 
 
 def test_forced_clean_gives_the_same_bytes(project):

@@ -58,7 +58,7 @@ def test_chai_recipe_builds_the_authors_sft_settings(params_with):
                       target_modules=sft["lora"]["target_modules"], bias=sft["lora"]["bias"])
     assert (lora.r, lora.lora_alpha, lora.lora_dropout) == (32, 16, 0.1)
     assert set(lora.target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
-    assert sft["chat_template"] == "mistral"
+    assert sft["chat_template"] == "mistral-nemo"
 
 
 def test_hardware_decides_precision_and_optimizer_unless_params_do():
@@ -107,6 +107,8 @@ def test_wsdm_recipe_builds_the_judge_settings(params_with):
     assert quantization.load_in_8bit and quantization.llm_int8_threshold == 6.0
     assert (judge["max_length"], judge["head_dropout"], judge["ties"]) == (2200, 0.1, "drop")
     assert params["fetch"]["judge_model"] == "google/gemma-2-9b-it" and len(params["fetch"]["judge_revision"]) == 40
+    # the judge's backbone is its own: the reward model keeps the default's
+    assert params["fetch"]["reward_model"] == load_params(REPO / "params.yaml")["fetch"]["reward_model"]
 
 
 RECIPES = sorted(p.stem for p in (REPO / "recipes").glob("*.yaml"))
@@ -162,7 +164,7 @@ def test_every_data_source_names_a_known_format_and_a_pinned_place(params_with, 
         else:
             assert re.fullmatch(r"[\w.-]+/[\w.-]+", source["hub"]), name
             assert source.get("revision") is None or re.fullmatch(r"[0-9a-f]{40}", source["revision"]), name
-    for model in ("base", "judge"):
+    for model in ("base", "judge", "reward"):
         revision = params["fetch"][f"{model}_revision"]
         assert revision is None or re.fullmatch(r"[0-9a-f]{40}", revision), model
 
@@ -171,7 +173,13 @@ def test_pin_writes_commits_for_hub_entries_only(params_with, tmp_path):
     from ladder.pin import pin
     from ladder.recipes import edit
 
-    before = {n: s.get("revision") for n, s in params_with("chai")["fetch"]["sources"].items()}  # now in tmp_path
+    chai = params_with("chai")["fetch"]  # now in tmp_path
+    before = {n: s.get("revision") for n, s in chai["sources"].items()}
+    # the commits seen in public pages; the three other datasets are left to ladder.pin
+    assert chai["reward_revision"] == "7b40bb0f92c45fefa957d088000d8648e5c7fa33"
+    assert {n: r[:8] for n, r in before.items() if r} == {"chai": "f08138f6", "gpt_realm": "388ea1e8",
+                                                         "hieu_roleplay": "cda57d52", "chai_dpo": "2abdde44"}
+    edit(tmp_path / "params.yaml", lambda data: data["fetch"].update(reward_revision="main"))  # a branch: resolved
     asked = []
 
     def resolve(kind, repo, revision):
@@ -183,12 +191,13 @@ def test_pin_writes_commits_for_hub_entries_only(params_with, tmp_path):
     hub = {n: s for n, s in fetch["sources"].items() if s.get("hub")}
     assert len(hub) == 7 and all(s["revision"] == (before[n] or hashlib.sha1(s["hub"].encode()).hexdigest())
                                  for n, s in hub.items())
-    # exactly the unpinned entries were looked up: not the pinned dataset, not the pinned base model
+    # exactly the unpinned entries were looked up: not the pinned datasets, not the pinned base model
     assert sorted(r for _, r, _ in asked) == sorted([s["hub"] for n, s in hub.items() if before[n] is None]
                                                     + ["microsoft/DialoGPT-medium"])
+    assert ("model", "microsoft/DialoGPT-medium", "main") in asked
     assert fetch["sources"]["wsdm"]["path"] and "revision" not in fetch["sources"]["wsdm"]  # local: untouched
     assert fetch["base_revision"] == "04d8a90549d23fc6bd7f642064003592df51e9b3"  # already a commit: not asked
-    assert fetch["judge_revision"] == hashlib.sha1(b"microsoft/DialoGPT-medium").hexdigest()
+    assert fetch["reward_revision"] == hashlib.sha1(b"microsoft/DialoGPT-medium").hexdigest()
     assert "# The Chai role-play recipe" not in (tmp_path / "params.yaml").read_text()  # recipe comments stay out
     asked.clear()
     edit(tmp_path / "params.yaml", lambda data: pin(data["fetch"], resolve))

@@ -163,3 +163,104 @@ def test_shards_that_disagree_on_a_column_type_make_one_table(tmp_path):
                                  downloader=lambda *a: snapshot)
     write_raw(frame, encoded, tmp_path / "raw.parquet")
     assert read_raw(tmp_path / "raw.parquet")["rejected"].to_list() == ["nah", ["meh", "ok"]]
+
+
+LMSYS_COMMIT = "c6b52a405ac17fa4c18b6683051631ff95929828"
+LMSYS_HEADER = ["id", "model_a", "model_b", "prompt", "response_a", "response_b", "winner_model_a", "winner_model_b",
+                "winner_tie"]
+
+
+def test_the_lmsys_arena_hub_mirror_fetches_and_parses_as_arena_lmsys(tmp_path):
+    """lmsys/lmsys-arena-human-preference-55k keeps the Kaggle file as it is: train.csv at the top of the
+    repository beside README.md (no data/ folder, no parquet), turns as JSON-encoded lists that may hold null."""
+    import csv
+
+    from ladder.formats import parse_source
+
+    repo = tmp_path / "hub" / "datasets--lmsys--lmsys-arena-human-preference-55k"
+    snapshot = repo / "snapshots" / LMSYS_COMMIT
+    snapshot.mkdir(parents=True)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(LMSYS_COMMIT)
+    (snapshot / "README.md").write_text("---\nlicense: apache-2.0\n---\n")
+    rows = [[30192, "gpt-4-1106-preview", "gpt-4-0613", json.dumps(["Is it right?", "And pineapple, on pizza?"]),
+             json.dumps(["Yes, \"mostly\",\nwith care.", "Sure!"]), json.dumps(["It depends.", None]), 1, 0, 0],
+            [53567, "koala-13b", "gpt-4-0613", json.dumps(["Explain ünïcode, please"]), json.dumps([None]),
+             json.dumps(["Unicode maps characters to numbers."]), 0, 1, 0],
+            [65089, "gpt-3.5-turbo-0613", "mistral-medium", json.dumps(["Hi"]), json.dumps(["Hello"]),
+             json.dumps(["Hey"]), 0, 0, 1]]
+    with open(snapshot / "train.csv", "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(LMSYS_HEADER)
+        writer.writerows(rows)
+    work = tmp_path / "work"
+    work.mkdir()
+    spec = load_params(REPO / "recipes" / "wsdm.yaml")["fetch"]["sources"]["lmsys"]  # the entry the recipe ships
+    assert (spec["hub"], spec["revision"]) == ("lmsys/lmsys-arena-human-preference-55k", LMSYS_COMMIT)
+    (work / "params.yaml").write_text(f"fetch:\n  sources:\n    lmsys: {json.dumps(spec)}\n")
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    done = subprocess.run([sys.executable, "-m", "stages.fetch", "--source", "lmsys"], cwd=work, env=env,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    raw = read_raw(work / "data/raw/lmsys.parquet")
+    assert raw.columns == LMSYS_HEADER and raw["id"].to_list() == [30192, 53567, 65089]
+    parsed = parse_source(raw, "lmsys", "arena_lmsys", {}, file="data/raw/lmsys.parquet")
+    arena = parsed.tables["arena"].to_dicts()
+    assert [(r["row"], r["winner"]) for r in arena] == [("30192", "model_a"), ("53567", "model_b"), ("65089", "tie")]
+    assert arena[0]["prompt"] == "Is it right?\n\nAnd pineapple, on pizza?"
+    assert arena[0]["response_a"] == 'Yes, "mostly",\nwith care.\n\nSure!' and arena[0]["response_b"] == "It depends."
+    assert arena[1]["response_a"] == "" and parsed.rejects == []
+
+
+def test_files_pick_one_config_of_a_repository_that_holds_two(tmp_path):
+    """chai-dpo's later commits hold a second config (`unrolled`, `rejected` a string) whose train files the
+    split alone would read as well; `files` picks one config's files, for the download and the read alike."""
+    snapshot = tmp_path / "snap"
+    for folder, rows in (("data", ROWS[:1]), ("unrolled", ROWS[1:])):
+        (snapshot / folder).mkdir(parents=True)
+        pl.DataFrame(rows).write_parquet(snapshot / folder / "train-00000-of-00001.parquet")
+    asked = []
+
+    def downloader(*args):
+        asked.append(args)
+        return snapshot
+
+    spec = {"format": "chai_dpo", "hub": "o/x", "revision": "r", "split": "train"}
+    both, _ = read_source(spec, "x", downloader=downloader)
+    assert both.height == 2
+    one, _ = read_source({**spec, "files": "data/*"}, "x", downloader=downloader)
+    assert one["accepted"].to_list() == ["Hey you"] and asked[-1][-1] == ["data/*"]
+    with pytest.raises(FileNotFoundError, match="among"):
+        read_source({**spec, "files": ["default/*"]}, "x", downloader=downloader)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_chatml_rows_of_both_revisions_survive_the_raw_table(tmp_path, suffix):
+    """A file holding rows of both gpt-roleplay-realm-chatml revisions, through fetch's read and write and
+    clean's read: the raw table carries every field of both, null where a row's revision has none."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ladder.formats import parse_source
+
+    rows = [{"conversation": [{"content": "You are Vex.", "do_train": False, "role": "system"},
+                              {"content": "Obviously.", "do_train": True, "role": "assistant"},
+                              {"content": "hi", "do_train": False, "role": "user"},
+                              {"content": "Hm.", "do_train": True, "role": "assistant"}]},
+            {"system": {"from": "system", "value": "You are Vex."},
+             "conversation": [{"from": "Vex", "role_type": "char", "value": "Obviously."},
+                              {"from": "User", "role_type": "user", "value": "hi"},
+                              {"from": "Vex", "role_type": "char", "value": "Hm."}]}]
+    path = tmp_path / f"realm{suffix}"
+    if suffix == ".jsonl":
+        path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    else:
+        pq.write_table(pa.Table.from_struct_array(pa.array(rows)), path)  # one schema over all rows, as datasets writes
+    frame, encoded = read_source({"format": "chatml_conversation", "path": str(path)}, "realm")
+    write_raw(frame, encoded, tmp_path / "raw.parquet")
+    raw = read_raw(tmp_path / "raw.parquet")
+    assert encoded == [] and raw["system"].to_list()[0] is None  # one struct type: the old fields are null
+    parsed = parse_source(raw, "realm", "chatml_conversation", {}, file="raw.parquet")
+    assert parsed.rejects == []
+    assert [[m["role"] for m in c] for c in parsed.tables["conversations"]["messages"].to_list()] == \
+        [["system", "assistant", "user", "assistant"]] * 2

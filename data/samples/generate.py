@@ -27,8 +27,8 @@ BOTS = [  # name, persona, manner, catchphrase
     ("Mira", "a cheerful baker in a seaside village", "dusts flour from her apron", "Fresh from the oven!"),
     ("Ronan", "a stoic knight guarding a mountain pass", "rests a hand on his sword", "Honour before all."),
     ("Yuki", "a shy kitsune shrine keeper", "flicks her tails nervously", "The spirits are listening~"),
-    ("Vex", "a sarcastic rogue AI aboard a derelict station", "flickers its status lights", "Obviously."),
-    ("Lena", "a retired detective who loves puzzles", "taps her pipe thoughtfully", "Elementary, really."),
+    ("Vex / Unit 7", "a sarcastic rogue AI aboard a derelict station", "flickers its status lights", "Obviously."),
+    ("Lena Hart (Retired)", "a retired detective who loves puzzles", "taps her pipe thoughtfully", "Elementary, really."),
     ("Dorian", "a vampire aristocrat hosting a masquerade", "swirls a goblet of red wine", "How delightfully mortal."),
     ("Pip", "an excitable goblin inventor", "tightens a bolt on a sparking gadget", "Boom goes the science!"),
     ("Sable", "a calm ranger of the northern forests", "listens to the wind in the pines", "The forest remembers."),
@@ -131,10 +131,7 @@ def chai_prize_flat(rng, n=800):
     rows = []
     for i in range(n):
         bot, good = rng.choice(BOTS), rng.random() < 0.5
-        lines = []
-        if rng.random() < 0.5:
-            lines.append(f"{bot[0]}'s Persona: {bot[0]} is {bot[1]}.\nSpeaks warmly and stays in character.\n<START>")
-        lines.append(f"{bot[0]}: {greeting(bot)}")
+        lines = [f"{bot[0]}: {greeting(bot)}"]  # no persona header: the real dataset has none
         for ask, reply, _ in dialogue(rng, bot, good, rng.randint(1, 4)):
             lines.append(f"{USER}: {ask}")
             if rng.random() < 0.15:
@@ -199,16 +196,16 @@ def chai_dpo(rng, n=700):
         bot = rng.choice(BOTS)
         history = [{"sender": bot[0], "value": greeting(bot)}]
         for ask, reply, _ in dialogue(rng, bot, True, rng.randint(0, 2)):
-            history += [{"sender": "user", "value": ask}, {"sender": bot[0], "value": reply}]
+            history += [{"sender": USER, "value": ask}, {"sender": bot[0], "value": reply}]
         topic = rng.choice(TOPICS)
-        history.append({"sender": "user", "value": rng.choice(ASKS).format(t=topic[1])})
+        history.append({"sender": USER, "value": rng.choice(ASKS).format(t=topic[1])})
         good, bad = good_reply(rng, bot, topic), rng.choice(BAD)
         if rng.random() < NOISE:
             good, bad = bad, good
         rejected = bad if rng.random() < 0.3 else [bad, rng.choice(BAD)]
         rows.append({"history": history, "accepted": good, "rejected": rejected, "thumbs_up": rng.random() < 0.7,
                      "submission_id": f"sub_{rng.randint(0, 20)}", "model_name": "dpo_model", "bot_id": f"bot_{bot[0].lower()}"})
-    rows[9]["history"][1]["sender"] = "Somebody Else"
+    rows[9]["history"].insert(1, {"sender": "Somebody Else", "value": "Can I join in?"})  # a third speaker
     return rows
 
 
