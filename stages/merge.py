@@ -1,20 +1,25 @@
 """merge: base + SFT adapter + DPO adapter into one standalone model, checked against the unmerged stack.
 
 Reads   models/base, models/sft, models/dpo, metrics/{sft,dpo}.json, data/scored/sft.parquet (eval conversations
-        for the parity check), params `merge` (dtype, parity_conversations, generation) and, for the model
+        for the parity check), params `merge` (dtype, parity_dtype, parity_conversations, generation) and, for the model
         card, `fetch.base_model`, `sft`, `dpo`.
 Writes  models/merged (weights in merge.dtype, tokenizer with the training chat template, generation_config.json
         with the serving settings, README.md model card), metrics/merge.json (max |logit difference| between the
-        merged model and base + adapters), metrics/timings/merge.json.
+        merged model and base + adapters, both computed in merge.parity_dtype), metrics/timings/merge.json.
 
 Merging happens in float32 and the result is cast to `merge.dtype` (a 16-bit type for serving, or float32);
-quantization is a later stage that starts from this model, never the reverse.
+quantization is a later stage that starts from this model, never the reverse. The parity check computes both
+models in `merge.parity_dtype`, float64 by default (each cast in place and back, which is exact), so it measures
+what the merge changed, not how a CPU's float32 kernels happen to round: float32 logits of one and the same model
+differ between CPUs, and between two layouts of the same weights, by more than the merge does. float64 holds the
+model at 8 bytes per parameter for the check (about 96 GB for a 12B model): large models check in float32.
 
 Usage:
     python -m stages.merge
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import time
@@ -24,6 +29,7 @@ import click
 
 log = logging.getLogger("ladder.merge")
 DTYPES = ("float16", "bfloat16", "float32")
+PARITY_DTYPES = ("float64", "float32")
 
 
 def stacked(base: str | Path, sft: str | Path, dpo: str | Path):
@@ -47,20 +53,43 @@ def merged_from(stack, dtype: str):
     return copy.deepcopy(stack).merge_and_unload().to(getattr(torch, dtype)).eval()
 
 
-def max_logit_difference(reference, candidate, tokenizer, conversations: list[list[dict]]) -> float:
-    """max |logits(reference) - logits(candidate)| over the tokens of a few rendered conversations (in fp32)."""
+@contextlib.contextmanager
+def computed_in(model, dtype: str = "float64"):
+    """Compute `model` in `dtype` for the duration: every floating parameter and buffer is cast in place and
+    cast back afterwards, to the dtype each had (exact for float64, which holds every float32, float16 and
+    bfloat16; for float32, exact for the 16-bit and float32 models the merge compares)."""
+    import torch
+
+    if dtype not in PARITY_DTYPES:
+        raise ValueError(f"merge.parity_dtype must be one of {', '.join(PARITY_DTYPES)}, not {dtype!r}")
+    tensors = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
+    dtypes = [t.dtype for t in tensors]
+    for t in tensors:
+        t.data = t.data.to(getattr(torch, dtype))
+    try:
+        yield model
+    finally:
+        for t, dtype in zip(tensors, dtypes):
+            t.data = t.data.to(dtype)
+
+
+def logits_in(model, tokenizer, conversations: list[list[dict]], dtype: str = "float64") -> list:
     import torch
 
     from ladder.chat import render
 
-    worst = 0.0
-    with torch.inference_mode():
-        for messages in conversations:
-            ids = tokenizer(render(messages, tokenizer), return_tensors="pt", add_special_tokens=False)
-            a = reference(**ids).logits.float()
-            b = candidate(**ids).logits.float()
-            worst = max(worst, float((a - b).abs().max()))
-    return worst
+    with computed_in(model, dtype), torch.inference_mode():
+        return [model(**tokenizer(render(m, tokenizer), return_tensors="pt", add_special_tokens=False)).logits.cpu()
+                for m in conversations]
+
+
+def max_logit_difference(reference, candidate, tokenizer, conversations: list[list[dict]],
+                         dtype: str = "float64") -> float:
+    """max |logits(reference) - logits(candidate)| over the tokens of a few rendered conversations, both models
+    computed in `dtype`: in float64, the weights' own difference, free of float32 rounding in the forward pass."""
+    expected = logits_in(reference, tokenizer, conversations, dtype)
+    got = logits_in(candidate, tokenizer, conversations, dtype)
+    return max(float((a - b).abs().max()) for a, b in zip(expected, got))
 
 
 def model_card(fetch: dict, sft: dict, dpo: dict, merge: dict, metrics: dict) -> str:
@@ -102,7 +131,7 @@ def main(params_file: str) -> None:
     model = merged_from(stack, merge["dtype"])
     eval_rows = pl.read_parquet("data/scored/sft.parquet").filter(pl.col("split") == "eval").sort("id")
     conversations = eval_rows["messages"].to_list()[:merge["parity_conversations"]]
-    difference = max_logit_difference(stack, model, tokenizer, conversations)
+    difference = max_logit_difference(stack, model, tokenizer, conversations, merge.get("parity_dtype", "float64"))
     metrics = {s: json.loads(Path(f"metrics/{s}.json").read_text()) for s in ("sft", "dpo")}
     with atomic_path("models/merged") as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
@@ -110,7 +139,8 @@ def main(params_file: str) -> None:
         GenerationConfig(do_sample=True, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                          **merge["generation"]).save_pretrained(tmp)
         (tmp / "README.md").write_text(model_card(params["fetch"], params["sft"], params["dpo"], merge, metrics))
-    write_json({"dtype": merge["dtype"], "parity_conversations": len(conversations),
+    write_json({"dtype": merge["dtype"], "parity_dtype": merge.get("parity_dtype", "float64"),
+                "parity_conversations": len(conversations),
                 "max_abs_logit_difference": float(f"{difference:.3e}")}, "metrics/merge.json")
     write_json({"seconds": round(time.perf_counter() - start, 2)}, "metrics/timings/merge.json")
     log.info("merged as %s; max |logit difference| %.3e", merge["dtype"], difference)

@@ -12,6 +12,8 @@ Writes  models/quantized/{int8,nf4}/ (bitsandbytes; `from_pretrained` loads them
 Weights bitsandbytes leaves unquantized (embeddings, norms, lm_head) are stored in `quantize.dtype` (16-bit),
 so the size ratio is reported twice: for the whole file, and for the quantized layers alone.
 Any format is loaded back by name with ladder.quantization.load_quantized (int8, nf4, gguf-<type>).
+A model with a layer bitsandbytes' CPU kernels cannot take (nf4: in_features not a multiple of 64 or
+out_features not a multiple of 32) is refused before anything is written, naming the layer.
 
 Usage:
     python -m stages.quantize
@@ -41,6 +43,22 @@ def quantize_bnb(merged: Path, target: Path, method: str, dtype: str, compute_dt
                                                  dtype=getattr(torch, dtype), device_map=device_map(cuda))
     model.save_pretrained(target, safe_serialization=True)
     AutoTokenizer.from_pretrained(merged).save_pretrained(target)
+
+
+def check_shapes(merged: Path, formats: list[str]) -> None:
+    """Stop, naming the first offending layer, when a bitsandbytes format cannot take the merged model's layer
+    shapes on every CPU (ladder.quantization.bnb_shape_problems says why), before any work is done."""
+    from ladder.quantization import BNB_METHODS, bnb_shape_problems, model_skeleton
+
+    methods = [fmt for fmt in formats if fmt in BNB_METHODS]
+    if not methods:
+        return
+    skeleton = model_skeleton(merged)
+    for method in methods:
+        problems = bnb_shape_problems(skeleton, method)
+        if problems:
+            more = f" (and {len(problems) - 1} more layers)" if len(problems) > 1 else ""
+            raise click.ClickException(f"{merged} cannot be quantized to {method}: {problems[0]}{more}")
 
 
 def fidelity(reference, candidate, batches: list) -> dict:
@@ -121,6 +139,7 @@ def main(params_file: str) -> None:
     unknown = set(q["formats"]) - {*BNB_METHODS, "gguf"}
     if unknown:
         raise click.BadParameter(f"unknown format(s) {sorted(unknown)}; known: int8, nf4, gguf", param_hint="quantize.formats")
+    check_shapes(MERGED, q["formats"])
     hw = hardware()
     compute = "bfloat16" if hw["bf16"] else "float32"
     log.info("hardware %s; fidelity computed in %s", hw, compute)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ladder.models import load_bundled_chat_tokenizer, materialize
-from stages.merge import max_logit_difference, merged_from, model_card, stacked
+from stages.merge import computed_in, logits_in, max_logit_difference, merged_from, model_card, stacked
 
 CONVERSATIONS = [[{"role": "user", "content": f"Hello {i}?"}, {"role": "assistant", "content": f"Hi {i}!"}]
                  for i in range(3)]
@@ -36,11 +36,32 @@ def test_merged_float32_matches_the_stack(stack_dirs):
     stack = stacked(stack_dirs / "base", stack_dirs / "sft", stack_dirs / "dpo")
     merged = merged_from(stack, "float32")
     assert not any("lora" in n for n, _ in merged.named_parameters())
-    assert max_logit_difference(stack, merged, tokenizer, CONVERSATIONS) < 1e-3
+    # Both computed in float64, what is left is the merged weights' rounding to float32 (1.3e-7 measured),
+    # whatever the CPU's float32 kernels would have added; the project's bar for the stage is 1e-3.
+    assert max_logit_difference(stack, merged, tokenizer, CONVERSATIONS) < 1e-5
     # The check is not vacuous: the stack without its DPO adapter differs.
     with stack.disable_adapter():
         plain = max_logit_difference(stack, merged, tokenizer, CONVERSATIONS)
     assert plain > 1e-3
+
+
+def test_the_float64_check_leaves_the_model_as_it_was(stack_dirs):
+    """The parity check casts the model to float64 and back in place: the merged model is saved afterwards,
+    so every weight and buffer must come back with its dtype and bits."""
+    tokenizer = load_bundled_chat_tokenizer()
+    stack = stacked(stack_dirs / "base", stack_dirs / "sft", stack_dirs / "dpo")
+    merged = merged_from(stack, "bfloat16")
+    before = {n: t.clone() for n, t in [*merged.named_parameters(), *merged.named_buffers()]}
+    (logits,) = logits_in(merged, tokenizer, CONVERSATIONS[:1])
+    assert logits.dtype == torch.float64
+    after = dict([*merged.named_parameters(), *merged.named_buffers()])
+    assert all(after[n].dtype == t.dtype and torch.equal(after[n], t) for n, t in before.items())
+    with pytest.raises(RuntimeError, match="stop"), computed_in(merged):
+        assert merged.lm_head.weight.dtype == torch.float64
+        raise RuntimeError("stop")
+    assert merged.lm_head.weight.dtype == torch.bfloat16
+    with pytest.raises(ValueError, match="parity_dtype"):
+        logits_in(merged, tokenizer, CONVERSATIONS[:1], "float16")
 
 
 def test_sixteen_bit_merge_is_close_and_really_sixteen_bit(stack_dirs):

@@ -29,7 +29,10 @@ def test_tiny_llama_is_seeded_loadable_and_has_the_real_chat_template(tmp_path):
     assert digest(tmp_path / "a")["model.safetensors"] != digest(tmp_path / "c")["model.safetensors"]
     model = AutoModelForCausalLM.from_pretrained(tmp_path / "a")
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "a")
-    assert model.config.num_hidden_layers == 2 and model.config.hidden_size == 16
+    assert model.config.num_hidden_layers == 2 and model.config.hidden_size == 64
+    # every layer bitsandbytes quantizes is a multiple of 64 wide, k_proj and v_proj included
+    assert model.model.layers[0].self_attn.k_proj.weight.shape == (64, 64)
+    assert model.model.layers[0].mlp.down_proj.weight.shape == (64, 128)
     assert model.config.vocab_size == len(tokenizer) == 49152
     text = tokenizer.apply_chat_template([{"role": "system", "content": "S"}, {"role": "user", "content": "hi"}],
                                          tokenize=False, add_generation_prompt=True)
@@ -46,7 +49,8 @@ def test_tiny_bert_uses_the_minilm_tokenizer(tmp_path):
     tokenizer = AutoTokenizer.from_pretrained(tmp_path / "bert")
     assert model.config.model_type == "bert" and model.config.vocab_size == len(tokenizer) == 30522
     out = model(**tokenizer(["a pair", "of texts"], padding=True, return_tensors="pt"))
-    assert out.last_hidden_state.shape[-1] == 16
+    assert out.last_hidden_state.shape[-1] == 64
+    assert model.encoder.layer[0].intermediate.dense.weight.shape == (128, 64)
 
 
 def test_bundled_minilm_is_a_plain_model_folder(tmp_path):

@@ -9,13 +9,17 @@ from click.testing import CliRunner
 
 from ladder.gguf_export import check_supported, export_gguf
 from ladder.models import tiny_model
-from ladder.quantization import bnb_config, format_names, load_quantized, weight_files
+from ladder.quantization import (NF4_BLOCKSIZE, bnb_config, bnb_shape_problems, format_names, load_quantized,
+                                 model_skeleton, quantizable_layers, weight_files)
 from stages.quantize import fidelity, main, quantize_bnb, sizes
 
-# hidden 32 so rows fill whole q8_0 blocks (32 values); 4 query heads over 2 key/value heads; weights large
-# enough that the next-token distribution is far from uniform and top-1 agreement means something
-SHAPE = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 4, "num_key_value_heads": 2,
-         "initializer_range": 0.2}
+# 4 query heads over 2 key/value heads of 32, so every layer's in and out features are multiples of 64 (both
+# bitsandbytes CPU paths take it) and rows fill whole q8_0 blocks; weights large enough that the next-token
+# distribution is far from uniform and top-1 agreement means something
+SHAPE = {"hidden_size": 128, "intermediate_size": 256, "num_attention_heads": 4, "num_key_value_heads": 2,
+         "initializer_range": 0.1}
+# The tiny model's shape before it was widened: k_proj and v_proj had 8 outputs, every layer 16 or 32 inputs
+NARROW = {"hidden_size": 16, "intermediate_size": 32, "num_attention_heads": 2, "num_key_value_heads": 1}
 TEXTS = ["<|im_start|>user\nHello there, how are you today?<|im_end|>\n<|im_start|>assistant\nFine, thanks!",
          "<|im_start|>user\nTell me a story about a dragon.<|im_end|>\n<|im_start|>assistant\nOnce upon a time"]
 
@@ -39,8 +43,11 @@ def batches(tokenizer):
     return [tokenizer(t, return_tensors="pt", add_special_tokens=False).input_ids for t in TEXTS]
 
 
-@pytest.mark.parametrize("name, max_kl, min_top1", [("int8", 0.01, 0.95), ("nf4", 0.3, 0.25),
-                                                     ("gguf-f16", 1e-5, 0.99), ("gguf-q8_0", 1e-3, 0.95)])
+# Measured on a CPU with AVX512-BF16 (nf4 then computes in bfloat16): int8 0.0009 / 0.925, nf4 0.074 / 0.35,
+# gguf-f16 1e-6 / 1.0, gguf-q8_0 0.0004 / 0.95 (mean KL / top-1 agreement over 40 positions, where one
+# flipped near-tie costs 0.025); the bounds leave room for other CPUs' kernels.
+@pytest.mark.parametrize("name, max_kl, min_top1", [("int8", 0.005, 0.8), ("nf4", 0.25, 0.2),
+                                                     ("gguf-f16", 1e-5, 0.95), ("gguf-q8_0", 0.003, 0.85)])
 def test_every_format_loads_back_by_name_and_computes_close(quantized, name, max_kl, min_top1):
     root, original, tokenizer, _ = quantized
     model, loaded_tokenizer = load_quantized(root / "quantized", name)
@@ -54,14 +61,85 @@ def test_every_format_loads_back_by_name_and_computes_close(quantized, name, max
 def test_bitsandbytes_formats_stay_quantized_and_compute_in_float32(quantized):
     import bitsandbytes as bnb
 
-    root = quantized[0]
+    root, original, tokenizer, _ = quantized
     for name, layer in (("int8", bnb.nn.Linear8bitLt), ("nf4", bnb.nn.Linear4bit)):
         model, _ = load_quantized(root / "quantized", name)
         assert isinstance(model.model.layers[1].mlp.down_proj, layer)
+        # the shape check lists exactly the layers transformers replaced
+        replaced = {n for n, m in model.named_modules() if isinstance(m, layer)}
+        assert replaced == set(quantizable_layers(original)) and len(replaced) == 14
         assert model.model.layers[1].mlp.down_proj.weight.dtype in (torch.int8, torch.uint8)
         assert model.model.embed_tokens.weight.dtype == torch.float32
         config = json.loads((root / "quantized" / name / "config.json").read_text())["quantization_config"]
         assert config["load_in_8bit" if name == "int8" else "load_in_4bit"] is True
+
+
+def test_nf4_takes_the_packed_cpu_kernel_where_the_cpu_has_avx512_bf16(quantized):
+    """On a CPU with AVX512-BF16 an eval-mode forward repacks every 4-bit weight for bitsandbytes' fused kernel
+    (the path that failed on the old tiny shapes); elsewhere the weights stay as saved. Either way the
+    quantization block is the one the shape check assumes."""
+    import bitsandbytes as bnb
+    from bitsandbytes.functional import has_avx512bf16
+
+    root, _, tokenizer, _ = quantized
+    model, _ = load_quantized(root / "quantized", "nf4")
+    layers = [m for m in model.modules() if isinstance(m, bnb.nn.Linear4bit)]
+    assert {m.weight.quant_state.blocksize for m in layers} == {NF4_BLOCKSIZE}
+    with torch.inference_mode():
+        logits = model(batches(tokenizer)[0]).logits
+    assert torch.isfinite(logits).all()
+    packed = {getattr(m.weight.quant_state, "packing_format_for_cpu", False) for m in layers}
+    assert packed == {has_avx512bf16()}
+
+
+@pytest.mark.parametrize("in_features, out_features",
+                         [(64, 32), (128, 64), (192, 96), (64, 8), (64, 48), (32, 64), (96, 64), (16, 8)])
+def test_the_nf4_shape_rule_is_the_one_bitsandbytes_packs_by(in_features, out_features):
+    """bitsandbytes' own repacking for its AVX512-BF16 kernel is plain torch, so it runs on any CPU: it
+    fails on exactly the shapes the check refuses."""
+    import bitsandbytes.functional as F
+
+    torch.manual_seed(0)
+    weight, state = F.quantize_4bit(torch.randn(out_features, in_features), blocksize=NF4_BLOCKSIZE,
+                                    compress_statistics=True, quant_type="nf4")
+    refused = bool(bnb_shape_problems({"layer": (in_features, out_features)}, "nf4"))
+    try:
+        packed, _ = F._convert_weight_packed_for_cpu(weight, state)
+    except (AssertionError, RuntimeError):
+        assert refused
+    else:
+        assert not refused and packed.shape == (out_features, in_features // 2)
+
+
+def test_shape_check_names_every_layer_bitsandbytes_cannot_pack():
+    narrow, _ = tiny_model("llama", seed=0, **NARROW)
+    problems = bnb_shape_problems(narrow, "nf4")
+    assert len(problems) == 14 and not any("lm_head" in p or "embed" in p for p in problems)
+    assert "model.layers.0.self_attn.k_proj (in 16, out 8): out_features 8 is not a multiple of 32 and " \
+           "in_features 16 is not a multiple of 64" in problems[1]
+    assert bnb_shape_problems(narrow, "int8") == []  # LLM.int8 on CPU takes any shape
+    for model in (tiny_model("llama")[0], tiny_model("bert")[0], tiny_model("llama", **SHAPE)[0]):
+        assert bnb_shape_problems(model, "nf4") == []
+    with pytest.raises(ValueError, match="fp4"):
+        bnb_shape_problems({}, "fp4")
+
+
+def test_stage_refuses_a_model_it_cannot_quantize_before_doing_work(tmp_path, monkeypatch):
+    from transformers import LlamaConfig
+
+    # 8 heads of 8 over one key/value head: only k_proj and v_proj (8 outputs) break the rule
+    LlamaConfig(hidden_size=64, intermediate_size=128, num_attention_heads=8, num_key_value_heads=1,
+                num_hidden_layers=2, vocab_size=256).save_pretrained(tmp_path / "models" / "merged")
+    assert len(bnb_shape_problems(model_skeleton(tmp_path / "models" / "merged"), "nf4")) == 4
+    (tmp_path / "params.yaml").write_text("quantize:\n  formats: [int8, nf4]\n  gguf_types: [f16]\n")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["--params", "params.yaml"])
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit)  # a message, no traceback
+    assert result.output.strip().splitlines() == [
+        "Error: models/merged cannot be quantized to nf4: model.layers.0.self_attn.k_proj (in 64, out 8): "
+        "out_features 8 is not a multiple of 32, which bitsandbytes' packed 4-bit CPU kernel (AVX512-BF16 "
+        "CPUs) needs (and 3 more layers)"]
+    assert not (tmp_path / "models" / "quantized").exists()
 
 
 def test_int8_is_the_wsdm_configuration():
@@ -79,7 +157,7 @@ def test_sizes_count_the_quantized_layers(quantized):
     numels = {k: v.numel() for k, v in original.state_dict().items()}
     linear = sum(v for k, v in numels.items() if k.startswith("model.layers.") and k.endswith("proj.weight"))
     ratios = {}
-    # nf4's per-tensor constants (a 16-value code book, nested scales) weigh a lot next to 64x32 weights
+    # nf4's per-tensor constants (a 16-value code book, nested scales) weigh a lot next to tiny weights
     for name, low, high in (("int8", 0.5, 0.7), ("nf4", 0.25, 0.8), ("gguf-q8_0", 0.53, 0.54)):
         size = sizes(weight_files(root / "quantized", name), numels)
         assert size["quantized_numel"] >= linear  # q8_0 also quantizes the embedding, as llama.cpp does
@@ -94,7 +172,7 @@ def test_sizes_count_the_quantized_layers(quantized):
 
 
 def test_q8_0_falls_back_to_f16_for_rows_that_do_not_fill_a_block(tmp_path):
-    model, tokenizer = tiny_model("llama", seed=0)  # hidden 16: only down_proj rows (32 values) fill a block
+    model, tokenizer = tiny_model("llama", seed=0, **NARROW)  # only down_proj rows (32 values) fill a block
     model.save_pretrained(tmp_path)
     tokenizer.save_pretrained(tmp_path)
     assert export_gguf(tmp_path, tmp_path / "m.gguf", "q8_0") == {"q8_0": 2, "f16": 13, "f32": 5}
