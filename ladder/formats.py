@@ -220,10 +220,9 @@ def two_party_roles(senders: list[str]) -> dict[str, str | None]:
     not known in advance (the bot's name, "Anonymous user", "You", ...):
     - "<name> (deleted)" is a reply of the bot <name> that the user swiped away: dropped (None), and it names the bot;
     - a sender named like a role ("Anonymous user", "user", "bot", "system", ...) has that role;
-    - of two speakers, when neither is told by name, the LAST speaker of the history is the user: the accepted and
-      rejected replies are the bot's answers to that turn. When the history opens with the bot's greeting (Chai's
-      convention) the bot is also the first speaker; when the same speaker opens and closes it, the chat opened
-      with the user, and that speaker is the user;
+    - of two speakers, when neither is told by name, the FIRST speaker is the bot: Chai conversations open with
+      the bot's greeting. A history must then end with the user, whose turn the accepted and rejected replies
+      answer; one that ends with the bot is rejected by the caller rather than read with the roles swapped;
     - a lone speaker not told by name is the bot (the greeting), so the row has no user turn to answer;
     - a third distinct speaker, or two speakers named into the same role, is malformed."""
     roles: dict[str, str | None] = {}
@@ -253,8 +252,7 @@ def two_party_roles(senders: list[str]) -> dict[str, str | None]:
             known = next(iter(named))
             named.setdefault(parties[1 - parties.index(known)], other[named[known]])
         else:
-            last = next(s for s in reversed(senders) if s in parties)
-            named = {last: "user", parties[1 - parties.index(last)]: "assistant"}
+            named = {parties[0]: "assistant", parties[1]: "user"}
     elif len(parties) == 1:
         named.setdefault(parties[0], "assistant")
     return {**{s: named[s] for s in senders if s in named}, **roles}

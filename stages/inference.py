@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import importlib.util
 import itertools
+import json
 import logging
 import random
 import time
@@ -134,6 +135,7 @@ def main(params_file: str) -> None:
     from ladder.generation import sample_replies
     from ladder.io import write_json, write_parquet
     from ladder.judge import load_judge
+    from ladder.models import read_identity
     from ladder.params import load_params
     from ladder.reward_model import Scorer
     from ladder.training import hardware
@@ -147,6 +149,10 @@ def main(params_file: str) -> None:
         raise click.BadParameter(f"unknown model(s) {unknown}; known: {', '.join(CHAT_MODELS)}",
                                  param_hint="inference.models")
     hw = hardware()
+    judge_backbone = json.loads(Path("models/judge/judge.json").read_text()).get("backbone")
+    if judge_backbone and read_identity("models/judge_base") != judge_backbone:  # before hours of generation
+        raise click.ClickException(f"models/judge was trained on backbone {judge_backbone}, but models/judge_base "
+                                   f"holds {read_identity('models/judge_base')}: rerun the classifier stage")
     prompts = held_out_prompts("data/clean/conversations.parquet", params["n_prompts"], params["seed"])
     messages = [p["messages"] for p in prompts]
     scorer = Scorer("models/reward", all_params["reward"]["max_length"])

@@ -125,6 +125,9 @@ def main(params_file: str) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = load_params(params_file)
     merge = params["merge"]
+    if merge.get("parity_dtype", "float64") not in PARITY_DTYPES:
+        raise click.BadParameter(f"{merge['parity_dtype']!r} is not one of {', '.join(PARITY_DTYPES)}",
+                                 param_hint="merge.parity_dtype")
     start = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained("models/dpo")
     stack = stacked("models/base", "models/sft", "models/dpo")

@@ -121,9 +121,13 @@ def main(params_file: str) -> None:
                         "mean_reward": rounded(mine["reward"].mean()),
                         "mean_reply_chars": rounded(float(mine["reply"].str.len_chars().mean())),
                         "empty_replies": int((mine["reply"].str.len_chars() == 0).sum())}
+    try:
+        bias = position_bias(judged)
+    except ValueError as error:  # a three-label judge's judgments without each order's tie probability
+        raise click.ClickException(f"data/generations/judgments.parquet: {error}") from None
     report = {"anchor": anchor, "prompts": responses["prompt_id"].n_unique(), "judgments": len(rows),
               "models": per_model, "judge_reward_agreement": rounded(agreement(rows, rewards)),
-              "judge_position_bias": position_bias(judged),
+              "judge_position_bias": bias,
               "stages": headlines(Path("metrics"))}
     write_json(report, "metrics/eval.json")
     write_json([{"model": m, "elo": v["elo"], "low": v["elo_95"][0], "high": v["elo_95"][1]}

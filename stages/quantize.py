@@ -140,6 +140,14 @@ def main(params_file: str) -> None:
     if unknown:
         raise click.BadParameter(f"unknown format(s) {sorted(unknown)}; known: int8, nf4, gguf", param_hint="quantize.formats")
     check_shapes(MERGED, q["formats"])
+    if "gguf" in q["formats"]:  # a tokenizer llama.cpp would split wrongly is refused before any work
+        from transformers import AutoTokenizer as Tokenizers
+
+        from ladder.gguf_export import pre_tokenizer_type
+        try:
+            pre_tokenizer_type(Tokenizers.from_pretrained(MERGED), str(MERGED))
+        except ValueError as error:
+            raise click.ClickException(str(error)) from None
     hw = hardware()
     compute = "bfloat16" if hw["bf16"] else "float32"
     log.info("hardware %s; fidelity computed in %s", hw, compute)

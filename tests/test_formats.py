@@ -353,10 +353,8 @@ def dpo_row(senders_values, accepted="Then stay.", rejected=("Leave.",)):
 def test_chai_dpo_senders_whose_names_are_not_known():
     hood, barbie = "Red Hood / Jason Todd", "Barbie Roberts (Super Kind)"
     rows = [dpo_row([(hood, "You lost?"), (U, "maybe"), (hood, "Figures."), (U, "can I stay?")]),
-            # neither name is a role: the history's last speaker is the one the replies answer, the user
+            # neither name is a role: the first speaker is the bot (the greeting), the other the user
             dpo_row([(barbie, "Hi!!"), ("You", "hey"), (barbie, "Cookies?"), ("You", "yes")], rejected="No."),
-            # a history that opens with the user: the same speaker opens and closes it, so it is the user
-            dpo_row([("Kai", "knock knock"), ("Luna", "Who's there?"), ("Kai", "me")]),
             # a swiped reply left in the history names the bot and is dropped
             dpo_row([("Luna", "Hello."), ("Kai", "hi"), ("Luna (deleted)", "Go away."), ("Luna", "Welcome."),
                      ("Kai", "thanks")])]
@@ -366,8 +364,7 @@ def test_chai_dpo_senders_whose_names_are_not_known():
     assert prompts["0"] == msgs(("assistant", "You lost?"), ("user", "maybe"), ("assistant", "Figures."),
                                 ("user", "can I stay?"))
     assert prompts["1"] == msgs(("assistant", "Hi!!"), ("user", "hey"), ("assistant", "Cookies?"), ("user", "yes"))
-    assert prompts["2"] == msgs(("user", "knock knock"), ("assistant", "Who's there?"), ("user", "me"))
-    assert prompts["3"] == msgs(("assistant", "Hello."), ("user", "hi"), ("assistant", "Welcome."), ("user", "thanks"))
+    assert prompts["2"] == msgs(("assistant", "Hello."), ("user", "hi"), ("assistant", "Welcome."), ("user", "thanks"))
     assert [(p["chosen"], p["rejected"]) for p in table(parsed, "preferences")][1] == ("Then stay.", "No.")
 
 
@@ -376,6 +373,8 @@ def test_chai_dpo_senders_whose_names_are_not_known():
     ([("Luna", "Hi"), (U, "yo"), ("Luna", "So?")], "does not end with a user message"),  # named: Luna is the bot
     ([(U, "hi"), ("user", "hello?")], "both speakers ('Anonymous user', 'user') read as the user"),
     ([("Luna", "Hi")], "does not end with a user message"),  # a lone greeting: nothing for the reply to answer
+    # no name tells: the first speaker is the bot, so a history the same speaker closes ends with the bot
+    ([("Kai", "knock knock"), ("Luna", "Who's there?"), ("Kai", "me")], "does not end with a user message"),
 ])
 def test_chai_dpo_histories_that_are_not_a_two_party_chat_ending_with_the_user(history, reason):
     parsed = parse("chai_dpo", [dpo_row([("Luna", "Hello."), (U, "hi")]), dpo_row(history)])
