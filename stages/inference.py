@@ -1,16 +1,22 @@
-"""inference: every chat model answers the same held-out prompts; the judge compares every pair of models
-on every prompt and the reward model scores every reply.
+"""inference: every chat model answers the same held-out prompts; the judge compares every pair of models and
+controls on every prompt, and every reply against itself; the reward model scores every reply.
 
 Reads   data/clean/conversations.parquet (eval split), the models named in `inference.models` (base, sft,
         merged, int8, nf4, gguf-f16, gguf-q8_0), models/judge (+ models/judge_base), models/reward, params
-        `inference` (models, n_prompts, seed, backend, sampling, best_of, batch_size), `reward.max_length`.
-Writes  data/generations/responses.parquet (prompt_id, model, reply, reward, samples),
+        `inference` (models, controls, n_prompts, seed, backend, sampling, best_of, batch_size), `reward.max_length`.
+Writes  data/generations/prompts.parquet (prompt_id, source, messages, reference),
+        data/generations/responses.parquet (prompt_id, model, control, reply, reward, samples),
         data/generations/judgments.parquet (prompt_id, model_a, model_b, p_a / p_b / p_tie with swap TTA,
         p_a_ab / p_a_ba and p_tie_ab / p_tie_ba from each order alone),
+        data/generations/identical.parquet (prompt_id, model, p_first: P(first wins) + P(tie) / 2 of a reply
+        against itself, one order, no TTA: the judge's position bias with nothing else to go on),
         metrics/timings/inference.json (load time and generated tokens/s per model).
 
-Prompts are eval conversations cut before their last assistant turn, `n_prompts` of them chosen with the
-seed, each rendered with the model's own saved chat template. `best_of` samples per prompt; the reward
+Prompts are eval conversations cut before their last assistant turn (thumbs-down conversations left out: their
+last reply is no reference), `n_prompts` of them chosen with the seed, each rendered with the model's own saved
+chat template. The controls of `inference.controls` (ladder/controls.py: `reference`, the conversation's own
+next reply, and `shuffled`, another prompt's reference of the same source) cost no generation: they are scored and
+judged like models, with samples = [reply] and control = true. `best_of` samples per prompt; the reward
 model keeps the best. `backend: vllm` generates with vLLM when it is installed and a GPU is present
 (base, merged and GGUF models); everything else, and every CPU run, uses transformers' generate. The
 choice is logged.
@@ -24,33 +30,18 @@ import importlib.util
 import itertools
 import json
 import logging
-import random
 import time
 from pathlib import Path
 
 import click
+
+from ladder.controls import CONTROLS
 
 log = logging.getLogger("ladder.inference")
 CHAT_MODELS = ("base", "sft", "merged", "int8", "nf4", "gguf-f16", "gguf-q8_0")
 VLLM_MODELS = ("base", "merged", "gguf-f16", "gguf-q8_0")
 # the p_tie columns are null for a two-label judge; metrics needs each order's tie share for the position figures
 JUDGMENT_COLUMNS = ("p_a", "p_b", "p_tie", "p_a_ab", "p_a_ba", "p_tie_ab", "p_tie_ba")
-
-
-def held_out_prompts(path: str | Path, n: int, seed: int) -> list[dict]:
-    """`n` eval conversations (seeded choice, id order), each cut before its last assistant turn."""
-    import polars as pl
-
-    df = pl.read_parquet(path)
-    for column in ("id", "messages", "split"):
-        if column not in df.columns:
-            raise ValueError(f"{path}: column {column!r} is missing")
-    prompts = []
-    for row in df.filter(pl.col("split") == "eval").sort("id").iter_rows(named=True):
-        last = max((i for i, m in enumerate(row["messages"]) if m["role"] == "assistant"), default=0)
-        if last and any(m["role"] == "user" for m in row["messages"][:last]):
-            prompts.append({"prompt_id": row["id"], "messages": row["messages"][:last]})
-    return sorted(random.Random(seed).sample(prompts, min(n, len(prompts))), key=lambda p: p["prompt_id"])
 
 
 def vllm_installed() -> bool:
@@ -118,7 +109,8 @@ def best_replies(samples: list[list[str]], prompts: list[list[dict]], scorer) ->
 
 
 def pairwise(responses: dict[str, list[str]], prompts: list[dict]) -> list[dict]:
-    """Judge rows for every pair of models (in `inference.models` order) on every prompt; the judge's prompt
+    """Judge rows for every pair of models and controls (models in `inference.models` order, then the controls) on
+    every prompt; the judge's prompt
     field is the conversation so far, one "role: content" line per message."""
     from ladder.reward_model import role_lines
 
@@ -132,6 +124,8 @@ def pairwise(responses: dict[str, list[str]], prompts: list[dict]) -> list[dict]
 def main(params_file: str) -> None:
     import polars as pl
 
+    from ladder.controls import control_replies, eval_prompts, held_out_prompts, identical_rows
+    from ladder.elo import soft_outcome
     from ladder.generation import sample_replies
     from ladder.io import write_json, write_parquet
     from ladder.judge import load_judge
@@ -148,11 +142,16 @@ def main(params_file: str) -> None:
     if unknown:
         raise click.BadParameter(f"unknown model(s) {unknown}; known: {', '.join(CHAT_MODELS)}",
                                  param_hint="inference.models")
+    controls_requested = list(params.get("controls") or [])
+    if any(c not in CONTROLS for c in controls_requested) or len(set(controls_requested)) < len(controls_requested):
+        raise click.BadParameter(f"controls {controls_requested}: each of {', '.join(CONTROLS)} at most once",
+                                 param_hint="inference.controls")
     hw = hardware()
     judge_backbone = json.loads(Path("models/judge/judge.json").read_text()).get("backbone")
     if judge_backbone and read_identity("models/judge_base") != judge_backbone:  # before hours of generation
         raise click.ClickException(f"models/judge was trained on backbone {judge_backbone}, but models/judge_base "
                                    f"holds {read_identity('models/judge_base')}: rerun the classifier stage")
+    pool = eval_prompts("data/clean/conversations.parquet")
     prompts = held_out_prompts("data/clean/conversations.parquet", params["n_prompts"], params["seed"])
     messages = [p["messages"] for p in prompts]
     scorer = Scorer("models/reward", all_params["reward"]["max_length"])
@@ -177,23 +176,42 @@ def main(params_file: str) -> None:
         timings[name] = {"backend": backend, "load_seconds": round(load_seconds, 2),
                          "generated_tokens": counts.get("tokens"), "tokens_per_second":
                          round(counts["tokens"] / seconds, 2) if counts.get("tokens") else None}
+    controls = control_replies(prompts, pool, controls_requested, params["seed"])
+    for name, replies in controls.items():
+        responses[name], rewards[name] = best_replies([[r] for r in replies], messages, scorer)
+        samples[name] = [[r] for r in replies]
     rows = pairwise(responses, prompts)
+    same = identical_rows(responses, prompts)
     start = time.perf_counter()
-    judged = load_judge("models/judge", "models/judge_base", hw["cuda"], hw["bf16"]).score(rows)
+    judge = load_judge("models/judge", "models/judge_base", hw["cuda"], hw["bf16"])
+    judged = judge.score(rows)
     timings["judge_pairs_per_second"] = round(len(rows) / max(time.perf_counter() - start, 1e-9), 1)
+    first = judge.score(same, tta=False)  # one order only: the position bias TTA would average away
     write_parquet(pl.DataFrame(
-        [{"prompt_id": p["prompt_id"], "model": name, "reply": responses[name][i], "reward": rewards[name][i],
-          "samples": samples[name][i]} for name in responses for i, p in enumerate(prompts)],
-        schema={"prompt_id": pl.String, "model": pl.String, "reply": pl.String, "reward": pl.Float64,
-                "samples": pl.List(pl.String)}), "data/generations/responses.parquet")
+        [{"prompt_id": p["prompt_id"], "source": p["source"], "messages": p["messages"], "reference": p["reference"]}
+         for p in prompts],
+        schema={"prompt_id": pl.String, "source": pl.String,
+                "messages": pl.List(pl.Struct({"role": pl.String, "content": pl.String})), "reference": pl.String}),
+        "data/generations/prompts.parquet")
+    write_parquet(pl.DataFrame(
+        [{"prompt_id": p["prompt_id"], "model": name, "control": name in controls, "reply": responses[name][i],
+          "reward": rewards[name][i], "samples": samples[name][i]}
+         for name in responses for i, p in enumerate(prompts)],
+        schema={"prompt_id": pl.String, "model": pl.String, "control": pl.Boolean, "reply": pl.String,
+                "reward": pl.Float64, "samples": pl.List(pl.String)}), "data/generations/responses.parquet")
     write_parquet(pl.DataFrame(
         [{"prompt_id": r["prompt_id"], "model_a": r["model_a"], "model_b": r["model_b"],
           **{k: judged[r["id"]].get(k) for k in JUDGMENT_COLUMNS}} for r in rows],
         schema={"prompt_id": pl.String, "model_a": pl.String, "model_b": pl.String,
                 **{k: pl.Float64 for k in JUDGMENT_COLUMNS}}), "data/generations/judgments.parquet")
+    write_parquet(pl.DataFrame(
+        [{"prompt_id": r["prompt_id"], "model": r["model"],
+          "p_first": soft_outcome(first[r["id"]]["p_a"], first[r["id"]].get("p_tie"))} for r in same],
+        schema={"prompt_id": pl.String, "model": pl.String, "p_first": pl.Float64}),
+        "data/generations/identical.parquet")
     write_json(timings, "metrics/timings/inference.json")
-    log.info("%d prompts, %d models, %d judgments", len(prompts), len(responses), len(rows))
-
+    log.info("%d prompts, %d models, %d controls, %d judgments, %d identical pairs", len(prompts),
+             len(responses) - len(controls), len(controls), len(rows), len(same))
 
 if __name__ == "__main__":
     main()

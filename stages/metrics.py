@@ -1,17 +1,24 @@
-"""metrics: rank every chat model on an Elo ladder from the judge's verdicts, and gather the headline
-numbers of every stage into metrics/eval.json, the file a reviewer reads in `dvc metrics diff`.
+"""metrics: rank every chat model and control on an Elo ladder from the judge's verdicts, say whether the ladder
+can be trusted, and gather the headline numbers of every stage into metrics/eval.json, the file a reviewer reads in
+`dvc metrics diff`.
 
-Reads   data/generations/{responses,judgments}.parquet, metrics/{reward,sft,dpo,merge,quantize,judge}.json,
-        params `metrics` (anchor, anchor_rating, bootstrap, seed).
-Writes  metrics/eval.json (per model: Bradley-Terry Elo with a bootstrap 95% interval over prompts, win rate
-        against the anchor, mean reward score, mean reply length; judge/reward-model agreement; the
-        judge's position bias on these replies; the earlier stages' headline figures), plots/eval/elo.json (the ladder with intervals),
-        plots/eval/win_rates.json (P(row model beats column model), averaged over prompts).
+Reads   data/generations/{prompts,responses,judgments,identical}.parquet,
+        metrics/{reward,sft,dpo,merge,quantize,judge}.json, params `metrics` (anchor, anchor_rating, bootstrap, seed,
+        validity thresholds).
+Writes  metrics/eval.json: first `validity` (the verdict, its reasons and every check of ladder/validity.py with its
+        threshold), then per model and control: Bradley-Terry Elo with a bootstrap 95% interval over prompts, the
+        length-controlled Elo beside it, win rate against the anchor, mean reward score, mean reply length; the
+        earlier stages' headline figures. plots/eval/elo.json (the ladder with intervals),
+        plots/eval/win_rates.json (P(row model beats column model), averaged over prompts),
+        reports/examples.json (three prompts chosen by the seed, with the replies of the anchor, of the best
+        generated model and the reference, for the review).
 
 The Elo fit uses the judge's probabilities as soft outcomes: P(a beats b) = 1 / (1 + 10^((Rb - Ra) / 400)),
 ratings fitted by maximum likelihood (Newton's method), the anchor model fixed at `anchor_rating`. A tie counts
 half a win (FastChat's convention): with a three-label judge a's outcome is P(a) + P(tie) / 2, in the fit, the
-win matrix, the judge/reward agreement and the position-bias figures alike.
+win matrix, the judge/reward agreement and the position-bias figures alike. The length-controlled rating fits a
+length covariate jointly with the ratings, as Chatbot Arena's style control does: (len_a - len_b) / (len_a + len_b
++ 1) in characters, standardised over the judgments. An invalid ladder still writes every rating.
 
 Usage:
     python -m stages.metrics
@@ -24,8 +31,11 @@ from pathlib import Path
 
 import click
 
-from ladder.elo import bootstrap_elo, fit_elo, soft_outcome, win_matrix
+from ladder.elo import bootstrap_elo, fit_elo, fit_elo_controlled, length_feature, win_matrix
+from ladder.examples import best_generated, review_examples
 from ladder.io import rounded
+from ladder.validity import (check_agreement, check_control_separation, check_flip_rate, check_identical_pairs,
+                             check_length, judgment_rows, length_correlation, verdict)
 
 log = logging.getLogger("ladder.metrics")
 HEADLINES = {  # metrics file -> {name in eval.json: path of keys in that file}
@@ -36,44 +46,6 @@ HEADLINES = {  # metrics file -> {name in eval.json: path of keys in that file}
     "judge": {"accuracy_tta": ("accuracy_tta",), "majority_baseline": ("majority_baseline",),
               "position_flip_rate": ("position_flip_rate",)},
 }
-
-
-def judgment_rows(judged) -> list[tuple[str, str, str, float]]:
-    """(prompt, model_a, model_b, a's soft outcome) per judgment; p_tie is null for a two-label judge."""
-    tie = judged["p_tie"] if "p_tie" in judged.columns else [None] * judged.height
-    return [(prompt, a, b, soft_outcome(p, t)) for prompt, a, b, p, t in
-            zip(judged["prompt_id"], judged["model_a"], judged["model_b"], judged["p_a"], tie)]
-
-
-def agreement(judgments: list[tuple[str, str, str, float]], rewards: dict[tuple[str, str], float]) -> float | None:
-    """How often the judge's pick (a's soft outcome above 0.5) is the reply the reward model scores higher (equal
-    scores, and judgments of exactly 0.5, skipped)."""
-    votes = [(p > 0.5) == (rewards[(prompt, a)] > rewards[(prompt, b)])
-             for prompt, a, b, p in judgments if rewards[(prompt, a)] != rewards[(prompt, b)] and p != 0.5]
-    return sum(votes) / len(votes) if votes else None
-
-
-def order_outcomes(judged):
-    """a's soft outcome in each order alone: (a, b) and (b, a). A three-label judge's tie probabilities per order
-    (p_tie_ab, p_tie_ba) must be there, or the figures would read every tie as a loss for a."""
-    ab, ba = judged["p_a_ab"], judged["p_a_ba"]
-    if "p_tie" in judged.columns and judged["p_tie"].is_not_null().any():
-        for column in ("p_tie_ab", "p_tie_ba"):
-            if column not in judged.columns:
-                raise ValueError(f"judgments: column {column!r} is missing: a three-label judge (p_tie set) needs "
-                                 "the tie probability of each order for the position-bias figures")
-        ab, ba = ab + judged["p_tie_ab"].fill_null(0.0) / 2, ba + judged["p_tie_ba"].fill_null(0.0) / 2
-    return ab, ba
-
-
-def position_bias(judged) -> dict:
-    """How the judge treated the order of the generated replies: the first reply's mean soft outcome over both
-    orders (0.5 is unbiased; a tie is half a win) and how often its pick flips when the order is swapped (TTA
-    averages this away)."""
-    ab, ba = order_outcomes(judged)
-    first = ((ab + 1 - ba) / 2).mean()
-    flips = ((ab >= 0.5) != (ba >= 0.5)).mean()
-    return {"first_position_preference": rounded(float(first)), "flip_rate": rounded(float(flips))}
 
 
 def headlines(folder: Path) -> dict:
@@ -94,6 +66,32 @@ def headlines(folder: Path) -> dict:
     return out
 
 
+THRESHOLDS = ("max_identical_bias", "max_flip_rate", "min_control_separation", "min_judge_reward_agreement",
+              "max_length_shift")
+
+
+def validity_report(judged, identical, replies: dict, rewards: dict, lengths: dict, ratings: dict,
+                    controlled: tuple[dict, float], generated: list[str], anchor: str, params: dict) -> dict:
+    """Every check of ladder/validity.py on this run's judgments, and the verdict (the flip rate on pairs of
+    different replies only)."""
+    import polars as pl
+
+    thresholds = params["validity"]
+    on_generated = judged.filter(pl.col("model_a").is_in(generated) & pl.col("model_b").is_in(generated))
+    generated_rows = judgment_rows(on_generated)
+    lc_ratings, coefficient = controlled
+    return verdict({
+        "identical_pairs": check_identical_pairs([] if identical is None else identical["p_first"].to_list(),
+                                                 thresholds["max_identical_bias"]),
+        "flip_rate": check_flip_rate(on_generated, thresholds["max_flip_rate"], replies),
+        "control_separation": check_control_separation(judgment_rows(judged), thresholds["min_control_separation"],
+                                                       params["bootstrap"], params["seed"]),
+        "judge_reward_agreement": check_agreement(generated_rows, rewards, thresholds["min_judge_reward_agreement"]),
+        "length": check_length(ratings, lc_ratings, coefficient, length_correlation(generated_rows, lengths),
+                               generated, anchor, thresholds["max_length_shift"]),
+    })
+
+
 @click.command(help=__doc__)
 @click.option("--params", "params_file", default="params.yaml", show_default=True)
 def main(params_file: str) -> None:
@@ -104,38 +102,62 @@ def main(params_file: str) -> None:
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = section("metrics", params_file)
-    responses = pl.read_parquet("data/generations/responses.parquet")
-    judged = pl.read_parquet("data/generations/judgments.parquet")
+    missing = [k for k in THRESHOLDS if k not in (params.get("validity") or {})]
+    if missing:
+        raise click.BadParameter(f"{', '.join(missing)} missing", param_hint="metrics.validity")
+    folder = Path("data/generations")
+    for name in ("prompts", "responses", "judgments"):
+        if not (folder / f"{name}.parquet").is_file():
+            raise click.ClickException(f"{folder / name}.parquet is missing: rerun the inference stage")
+    responses = pl.read_parquet(folder / "responses.parquet")
+    judged = pl.read_parquet(folder / "judgments.parquet")
+    identical = pl.read_parquet(folder / "identical.parquet") if (folder / "identical.parquet").is_file() else None
+    if "control" not in responses.columns:
+        responses = responses.with_columns(pl.lit(False).alias("control"))
     models = list(dict.fromkeys(responses["model"].to_list()))
-    anchor = params["anchor"] if params["anchor"] in models else models[0]
+    controls = set(responses.filter(pl.col("control"))["model"].to_list())
+    generated = [m for m in models if m not in controls]
+    anchor = params["anchor"] if params["anchor"] in generated else (generated or models)[0]
     rows = judgment_rows(judged)
-    ratings = fit_elo([(a, b, p) for _, a, b, p in rows], models, anchor, params["anchor_rating"])
+    pairs = [(a, b, p) for _, a, b, p in rows]
+    ratings = fit_elo(pairs, models, anchor, params["anchor_rating"])
     intervals = bootstrap_elo(rows, models, anchor, params["anchor_rating"], params["bootstrap"], params["seed"])
+    lengths = {(r["prompt_id"], r["model"]): len(r["reply"]) for r in responses.iter_rows(named=True)}
+    features = length_feature([lengths[(pr, a)] for pr, a, _, _ in rows], [lengths[(pr, b)] for pr, _, b, _ in rows])
+    lc_ratings, (coefficient,) = fit_elo_controlled(pairs, features, models, anchor, params["anchor_rating"])
+    lc_intervals = bootstrap_elo(rows, models, anchor, params["anchor_rating"], params["bootstrap"], params["seed"],
+                                 features=features)
     wins = win_matrix(rows, models)
     rewards = {(r["prompt_id"], r["model"]): r["reward"] for r in responses.iter_rows(named=True)}
     per_model = {}
     for m in sorted(models, key=lambda m: -ratings[m]):
         mine = responses.filter(pl.col("model") == m)
         per_model[m] = {"elo": round(ratings[m], 1), "elo_95": [round(x, 1) for x in intervals[m]],
+                        "elo_length_controlled": round(lc_ratings[m], 1),
+                        "elo_length_controlled_95": [round(x, 1) for x in lc_intervals[m]],
+                        "control": m in controls,
                         "win_rate_vs_anchor": rounded(wins.get((m, anchor))),
                         "mean_reward": rounded(mine["reward"].mean()),
                         "mean_reply_chars": rounded(float(mine["reply"].str.len_chars().mean())),
                         "empty_replies": int((mine["reply"].str.len_chars() == 0).sum())}
+    replies = {(r["prompt_id"], r["model"]): r["reply"] for r in responses.iter_rows(named=True)}
     try:
-        bias = position_bias(judged)
+        validity = validity_report(judged, identical, replies, rewards, lengths, ratings, (lc_ratings, coefficient),
+                                   generated, anchor, params)
     except ValueError as error:  # a three-label judge's judgments without each order's tie probability
-        raise click.ClickException(f"data/generations/judgments.parquet: {error}") from None
-    report = {"anchor": anchor, "prompts": responses["prompt_id"].n_unique(), "judgments": len(rows),
-              "models": per_model, "judge_reward_agreement": rounded(agreement(rows, rewards)),
-              "judge_position_bias": bias,
-              "stages": headlines(Path("metrics"))}
+        raise click.ClickException(f"{folder / 'judgments.parquet'}: {error}") from None
+    report = {"validity": validity, "anchor": anchor, "prompts": responses["prompt_id"].n_unique(),
+              "judgments": len(rows), "models": per_model, "stages": headlines(Path("metrics"))}
     write_json(report, "metrics/eval.json")
-    write_json([{"model": m, "elo": v["elo"], "low": v["elo_95"][0], "high": v["elo_95"][1]}
+    write_json([{"model": m, "elo": v["elo"], "low": v["elo_95"][0], "high": v["elo_95"][1], "control": v["control"]}
                 for m, v in per_model.items()], "plots/eval/elo.json")
     write_json([{"model": x, "opponent": y, "win_rate": rounded(w)} for (x, y), w in sorted(wins.items())],
                "plots/eval/win_rates.json")
+    prompts = pl.read_parquet(folder / "prompts.parquet").to_dicts()
+    write_json(review_examples(prompts, replies, anchor, best_generated(ratings, generated, anchor), params["seed"]),
+               "reports/examples.json")
     log.info("ladder: %s", {m: v["elo"] for m, v in per_model.items()})
-
+    log.info("verdict: %s", "valid" if validity["valid"] else "INVALID: " + "; ".join(validity["reasons"]))
 
 if __name__ == "__main__":
     main()

@@ -4,9 +4,10 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
+from ladder.controls import held_out_prompts
 from ladder.generation import sample_replies
 from ladder.models import tiny_model
-from stages.inference import best_replies, choose_backend, held_out_prompts, load_chat_model, pairwise
+from stages.inference import best_replies, choose_backend, load_chat_model, pairwise
 
 CPU = {"cuda": False, "bf16": False, "flash_attn": False, "device": "cpu"}
 GPU = {"cuda": True, "bf16": True, "flash_attn": False, "device": "test"}
@@ -20,15 +21,17 @@ def conversation(i: int, turns: int) -> list[dict]:
 
 
 def test_prompts_are_eval_conversations_cut_before_their_last_reply(tmp_path):
-    rows = [{"id": f"{i:02d}", "messages": conversation(i, 1 + i % 3), "split": "eval" if i % 4 else "train"}
-            for i in range(20)]
-    rows.append({"id": "99", "messages": [{"role": "assistant", "content": "greeting only"}], "split": "eval"})
+    rows = [{"id": f"{i:02d}", "source": "s", "messages": conversation(i, 1 + i % 3), "thumbs_up": None,
+             "split": "eval" if i % 4 else "train"} for i in range(20)]
+    rows.append({"id": "99", "source": "s", "messages": [{"role": "assistant", "content": "greeting only"}],
+                 "thumbs_up": None, "split": "eval"})
     pl.DataFrame(rows).write_parquet(tmp_path / "c.parquet")
     prompts = held_out_prompts(tmp_path / "c.parquet", 6, seed=0)
     assert len(prompts) == 6 and [p["prompt_id"] for p in prompts] == sorted(p["prompt_id"] for p in prompts)
     for p in prompts:
         i = int(p["prompt_id"])
         assert i % 4 and p["messages"] == conversation(i, 1 + i % 3)[:-1] and p["messages"][-1]["role"] == "user"
+        assert p["reference"] == f"a{i}.{i % 3}" and p["source"] == "s"
     assert prompts == held_out_prompts(tmp_path / "c.parquet", 6, seed=0)
     assert prompts != held_out_prompts(tmp_path / "c.parquet", 6, seed=1)
     assert len(held_out_prompts(tmp_path / "c.parquet", 100, seed=0)) == 15  # the greeting-only row is no prompt
