@@ -140,8 +140,14 @@ def build_judge(backbone_path: str | Path, labels: int, head_dropout: float, qua
         backbone = prepare_model_for_kbit_training(backbone, use_gradient_checkpointing=False)
     if lora:
         from peft import LoraConfig, get_peft_model
+        # `layers`: the last N transformer blocks only. Backpropagation then stops below them, which is most of
+        # the training time saved on a CPU; the frozen blocks below still run forward.
+        top = {}
+        if lora.get("layers"):
+            count = backbone.config.num_hidden_layers
+            top = {"layers_to_transform": list(range(max(count - lora["layers"], 0), count))}
         backbone = get_peft_model(backbone, LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-                                                       target_modules=lora["target_modules"], bias="none"))
+                                                       target_modules=lora["target_modules"], bias="none", **top))
     model = PairJudge(backbone, backbone.config.hidden_size, labels, head_dropout, is_decoder(backbone.config))
     model.head.to(next(backbone.parameters()).device)  # only the head: a bitsandbytes backbone refuses .to()
     return model

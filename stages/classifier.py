@@ -1,15 +1,22 @@
-"""classifier: the arena judge (WSDM Cup recipe), a LoRA sequence classifier that predicts which of two
+"""classifier: the pairwise judge (WSDM Cup recipe), a LoRA sequence classifier that predicts which of two
 responses people preferred; measured on the eval split with and without swap test-time augmentation.
 
-Reads   data/clean/arena.parquet, models/judge_base, params `classifier` (max_length, field_budget,
-        head_dropout, ties, swap_augment, quantization, lora, seed, eval_batch_size, trainer: passed through
-        to transformers.TrainingArguments).
+Reads   data/clean/arena.parquet, data/clean/preferences.parquet (when preference_share > 0),
+        models/judge_base, params `classifier` (preference_share, max_length, field_budget, head_dropout,
+        ties, swap_augment, quantization, lora, seed, eval_batch_size, trainer: passed through to
+        transformers.TrainingArguments).
 Writes  models/judge (adapter + head + tokenizer + judge.json; ladder.judge.load_judge reads it),
         metrics/judge.json, plots/judge/{calibration,confusion}.json, dvclive/classifier/ (curves),
         metrics/timings/classifier.json (train time, pairs/s).
 
+The judge learns from the arena table and from `preference_share` of the role-play preference pairs
+(ladder/holdout.py: chosen and rejected in an order fixed by a hash, laid out as inference lays out the
+generated replies); the score stage holds the same pairs out of DPO's training. 0 is the WSDM setting (arena
+only). metrics/judge.json gives the eval figures overall and per table (`by_source`: arena, preferences).
+
 `ties: drop` trains and scores two labels (model_a, model_b); `ties: class` adds tie as a third.
-`swap_augment` adds every train pair again with a and b swapped and the label flipped.
+`swap_augment` adds every train pair again with a and b swapped and the label flipped; `identical_pairs` adds
+a share of train replies against themselves, labelled both ways, so equal replies come out even.
 `quantization: int8 | nf4` loads the backbone through bitsandbytes (QLoRA), with the quantize stage's settings.
 
 Usage:
@@ -37,22 +44,56 @@ def load_arena(path: str | Path, ties: str) -> dict[str, list[dict]]:
 
     if ties not in ("drop", "class"):
         raise ValueError(f"classifier.ties must be drop or class, not {ties!r}")
+    if not Path(path).is_file():
+        raise ValueError(f"{path}: file not found")
     df = pl.read_parquet(path)
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
         raise ValueError(f"{path}: column(s) {missing} missing")
     if ties == "drop":
         df = df.filter(pl.col("winner") != "tie")
-    df = df.with_columns(pl.col("language").fill_null("unknown")).sort("id")
+    df = df.with_columns(pl.col("language").fill_null("unknown"), pl.lit("arena").alias("table")).sort("id")
     return {s: df.filter(pl.col("split") == s).to_dicts() for s in ("train", "eval")}
 
 
-def training_pairs(rows: list[dict], labels: list[str], swap: bool) -> list[tuple[str, str, str, int]]:
-    """(prompt, first, second, label) per row, and the swapped copy with the label flipped when `swap`."""
+def load_rows(arena: str | Path, preferences: str | Path, ties: str, share: float) -> tuple[dict[str, list[dict]], int]:
+    """The arena rows and the judge's share of the preference pairs, per split in id order, and the number of
+    preference ties dropped. With share 0 the preferences file is not read (the WSDM setting)."""
+    import polars as pl
+
+    from ladder.holdout import check_share, judge_rows
+
+    data = load_arena(arena, ties)
+    if check_share(share) == 0:
+        return data, 0
+    if not Path(preferences).is_file():
+        raise ValueError(f"{preferences}: file not found (classifier.preference_share is {share})")
+    try:
+        pairs, dropped = judge_rows(pl.read_parquet(preferences), share)
+    except ValueError as error:
+        raise ValueError(f"{preferences}: {error}") from None
+    for split in data:
+        data[split] = sorted(data[split] + [r for r in pairs if r["split"] == split], key=lambda r: r["id"])
+    return data, dropped
+
+
+def training_pairs(rows: list[dict], labels: list[str], swap: bool,
+                   identical: float = 0.0) -> list[tuple[str, str, str, int]]:
+    """(prompt, first, second, label) per row, and the swapped copy with the label flipped when `swap`.
+    `identical`: the share of rows (a stable hash of the id) that also give a reply against itself, once
+    with each label (or as a tie with three labels), so the judge learns that two equal replies are even:
+    swapping alone never shows it such a pair, and it then favoured one position on them."""
+    from ladder.records import unit_interval
+
     flip = {"model_a": "model_b", "model_b": "model_a", "tie": "tie"}
     pairs = [(r["prompt"], r["response_a"], r["response_b"], labels.index(r["winner"])) for r in rows]
     if swap:
         pairs += [(r["prompt"], r["response_b"], r["response_a"], labels.index(flip[r["winner"]])) for r in rows]
+    for r in rows:
+        if identical and unit_interval("identical", r["id"]) < identical:
+            reply = r["response_a"] if unit_interval("identical-reply", r["id"]) < 0.5 else r["response_b"]
+            even = [labels.index("tie")] if "tie" in labels else [0, 1]
+            pairs += [(r["prompt"], reply, reply, label) for label in even]
     return pairs
 
 
@@ -66,7 +107,8 @@ def train(model, tokenizer, pairs: list[tuple], params: dict, hw: dict):
     texts = [judge_text(p, a, b, tokenizer, params.get("field_budget")) for p, a, b, _ in pairs]
     data = Dataset.from_dict({"input_ids": encode(texts, tokenizer, params["max_length"], model.decoder),
                               "labels": [label for *_, label in pairs]})
-    live = LiveCallback("classifier", params={k: params[k] for k in (*SETTINGS, "swap_augment", "seed", "trainer")})
+    live = LiveCallback("classifier", params={k: params.get(k) for k in (*SETTINGS, "preference_share", "swap_augment",
+                                                                         "identical_pairs", "seed", "trainer")})
     args = TrainingArguments(**trainer_arguments(params["trainer"], "checkpoints/classifier", params["seed"], hw,
                                                  optim_gpu="adamw_8bit"))
     trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=DataCollatorWithPadding(tokenizer),
@@ -79,32 +121,55 @@ def log_loss(probabilities: list[list[float]], truth: list[int]) -> float:
     return -sum(math.log(max(p[t], 1e-15)) for p, t in zip(probabilities, truth)) / len(truth)
 
 
-def evaluate(scored: dict[str, dict], rows: list[dict], labels: list[str], majority: str) -> tuple[dict, dict]:
-    """metrics/judge.json figures and the plot rows (calibration of P(a wins), confusion matrix)."""
-    truth = [labels.index(r["winner"]) for r in rows]
+def tta_probabilities(score: dict, labels: list[str]) -> list[float]:
+    return [score["p_a"], score["p_b"], score.get("p_tie")][:len(labels)]
 
-    tta = [[s["p_a"], s["p_b"], s.get("p_tie")][:len(labels)] for s in (scored[r["id"]] for r in rows)]
-    predicted = [max(range(len(labels)), key=p.__getitem__) for p in tta]
+
+def predicted_label(score: dict, labels: list[str]) -> int:
+    probabilities = tta_probabilities(score, labels)
+    return max(range(len(labels)), key=probabilities.__getitem__)
+
+
+def figures(scored: dict[str, dict], rows: list[dict], labels: list[str], majority: str) -> dict:
+    """Accuracy, log loss and position figures of `rows` (with TTA and, for two labels, one order alone)."""
+    truth = [labels.index(r["winner"]) for r in rows]
+    tta = [tta_probabilities(scored[r["id"]], labels) for r in rows]
+    predicted = [predicted_label(scored[r["id"]], labels) for r in rows]
     one = [scored[r["id"]]["p_a_ab"] for r in rows]
     # the first reply's share in each order, a tie counting half (as the Elo ladder counts it)
     first = [(soft_outcome(s["p_a_ab"], s.get("p_tie_ab")), soft_outcome(s["p_a_ba"], s.get("p_tie_ba")))
              for s in (scored[r["id"]] for r in rows)]
     flips = [(ab >= 0.5) != (ba >= 0.5) for ab, ba in first]
+    n = len(rows)
+    out = {"rows": n,
+           "accuracy_tta": sum(p == t for p, t in zip(predicted, truth)) / n,
+           "log_loss_tta": log_loss(tta, truth),
+           "majority_baseline": sum(t == labels.index(majority) for t in truth) / n,
+           "position_flip_rate": sum(flips) / n,
+           "first_position_preference": sum((ab + 1 - ba) / 2 for ab, ba in first) / n}
+    if len(labels) == 2:  # one order only is defined as a two-way choice
+        out["accuracy_one_order"] = sum((p >= 0.5) == (t == 0) for p, t in zip(one, truth)) / n
+        out["log_loss_one_order"] = log_loss([[p, 1 - p] for p in one], truth)
+    return out
+
+
+def evaluate(scored: dict[str, dict], rows: list[dict], labels: list[str], majority: str) -> tuple[dict, dict]:
+    """metrics/judge.json figures, overall and per table (`by_source`: a row's `table`, arena when it has
+    none), and the plot rows (calibration of P(a wins), confusion matrix)."""
+    overall = figures(scored, rows, labels, majority)
+    n = overall.pop("rows")
+    tables: dict[str, list[dict]] = {}
+    for r in rows:
+        tables.setdefault(r.get("table", "arena"), []).append(r)
+    truth = [labels.index(r["winner"]) for r in rows]
+    predicted = [predicted_label(scored[r["id"]], labels) for r in rows]
     languages: dict[str, list[bool]] = {}
     for r, p, t in zip(rows, predicted, truth):
-        languages.setdefault(r["language"], []).append(p == t)
-    n = len(rows)
-    metrics = {
-        "eval_rows": n, "labels": labels,
-        "accuracy_tta": sum(p == t for p, t in zip(predicted, truth)) / n,
-        "log_loss_tta": log_loss(tta, truth),
-        "majority_baseline": sum(t == labels.index(majority) for t in truth) / n,
-        "position_flip_rate": sum(flips) / n,
-        "first_position_preference": sum((ab + 1 - ba) / 2 for ab, ba in first) / n,
-        "accuracy_by_language": {k: round(sum(v) / len(v), 6) for k, v in sorted(languages.items())}}
-    if len(labels) == 2:  # one order only is defined as a two-way choice
-        metrics["accuracy_one_order"] = sum((p >= 0.5) == (t == 0) for p, t in zip(one, truth)) / n
-        metrics["log_loss_one_order"] = log_loss([[p, 1 - p] for p in one], truth)
+        if r.get("table", "arena") == "arena":  # the preferences table records no language
+            languages.setdefault(r["language"], []).append(p == t)
+    metrics = {"eval_rows": n, "labels": labels, **overall,
+               "accuracy_by_language": {k: round(sum(v) / len(v), 6) for k, v in sorted(languages.items())},
+               "by_source": {t: figures(scored, v, labels, majority) for t, v in sorted(tables.items())}}
     bins: dict[int, list] = {}
     for s, t in zip((scored[r["id"]] for r in rows), truth):
         bins.setdefault(min(int(s["p_a"] * 10), 9), []).append((s["p_a"], t == 0))
@@ -125,7 +190,11 @@ def main(params_file: str) -> None:
     from ladder.training import begin, is_main_process, split_timings
 
     params, hw = begin("classifier", params_file)
-    data = load_arena("data/clean/arena.parquet", params["ties"])
+    try:
+        data, ties_dropped = load_rows("data/clean/arena.parquet", "data/clean/preferences.parquet", params["ties"],
+                                       params.get("preference_share", 0))
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
     labels = list(LABELS[:3 if params["ties"] == "class" else 2])
     start = time.perf_counter()
     try:
@@ -134,7 +203,8 @@ def main(params_file: str) -> None:
     except ValueError as error:  # a bad setting or a backbone bitsandbytes cannot take: one line, no traceback
         raise click.ClickException(str(error)) from None
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained("models/judge_base"), is_decoder(model.backbone.config))
-    figures = train(model, tokenizer, training_pairs(data["train"], labels, params["swap_augment"]), params, hw)
+    figures = train(model, tokenizer, training_pairs(data["train"], labels, params["swap_augment"],
+                                                     params.get("identical_pairs", 0.0)), params, hw)
     train_seconds = time.perf_counter() - start
     if not is_main_process():
         return
@@ -150,7 +220,9 @@ def main(params_file: str) -> None:
     counts = {w: sum(r["winner"] == w for r in data["train"]) for w in labels}
     metrics, plots = evaluate(scored, data["eval"], labels, max(labels, key=lambda w: (counts[w], -labels.index(w))))
     stable, timings = split_timings(figures)
-    write_json(rounded({**metrics, "train_rows": len(data["train"]), "train_loss": stable["train_loss"]}),
+    train_by_source = {t: sum(r["table"] == t for r in data["train"]) for t in sorted({r["table"] for r in data["train"]})}
+    write_json(rounded({**metrics, "train_rows": len(data["train"]), "train_rows_by_source": train_by_source,
+                        "preference_ties_dropped": ties_dropped, "train_loss": stable["train_loss"]}),
                "metrics/judge.json")
     for name, rows in plots.items():
         write_json(rounded(rows), f"plots/judge/{name}.json")

@@ -1,8 +1,8 @@
 """score: score every conversation and preference pair with the reward model, and filter the training data.
 
 Reads   data/clean/{conversations,preferences}.parquet, models/reward, models/base (only with
-        self_pairs), params `reward` (filter, min_margin, self_pairs, max_length, score_batch_size) and
-        `sft.chat_template` (self_pairs render prompts as SFT will).
+        self_pairs), params `reward` (filter, min_margin, self_pairs, max_length, score_batch_size),
+        `sft.chat_template` (self_pairs render prompts as SFT will) and `classifier.preference_share`.
 Writes  data/scored/sft.parquet (conversations + `score`), data/scored/dpo.parquet (pairs + `score_chosen`,
         `score_rejected`, `score` = their margin), metrics/score.json, plots/score/*.csv (score
         histograms per table, source and split), metrics/timings/score.json.
@@ -13,6 +13,9 @@ rejected. Filters touch the train split only, so eval sets stay comparable acros
 scoring at least 0.4; pairs are kept when score_chosen - score_rejected >= `min_margin`.
 `self_pairs` (the Chai author's unbuilt idea): for some train prompts, sample replies from models/base
 and add a pair whose chosen is the human reply and rejected the lowest-scored sample.
+The judge's share of the preference pairs (`classifier.preference_share`, ladder/holdout.py) is held out of
+DPO's train split, and so is a self pair made from one of the judge's source rows: the judge and DPO never
+learn from the same row. Eval pairs stay, as the filters leave them.
 
 Usage:
     python -m stages.score
@@ -26,6 +29,7 @@ from pathlib import Path
 import click
 import polars as pl
 
+from ladder.holdout import check_share, judge_share_mask
 from ladder.records import stable_id, unit_interval
 
 log = logging.getLogger("ladder.score")
@@ -43,6 +47,18 @@ def keep_mask(scores: pl.Series, splits: pl.Series, ids: pl.Series, rule: dict) 
     train = frame.filter(pl.col("split") == "train").sort(["score", "id"], descending=[True, False])
     kept = set(train.head(round(value * train.height))["i"].to_list())
     return pl.Series("keep", [s == "eval" or i in kept for i, s in zip(frame["i"], frame["split"])])
+
+
+def judge_holdout(pairs: pl.DataFrame, extra: pl.DataFrame, share: float) -> pl.Series:
+    """True for the train pairs DPO must not see: the judge's share of the preference table (`pairs`) and the
+    pairs of `extra` (self pairs, source "self:<source>") made from one of those source rows."""
+    mask = judge_share_mask(pairs, share)
+    judged = pairs.filter(mask)
+    keys = set(zip(judged["source"], judged["row"]))
+    held = mask.to_list() + [
+        (source.removeprefix("self:"), row) in keys for source, row in zip(extra["source"], extra["row"])]
+    splits = pairs["split"].to_list() + extra["split"].to_list()
+    return pl.Series("held_out", [h and s == "train" for h, s in zip(held, splits)], dtype=pl.Boolean)
 
 
 def with_prompt(messages: list[dict]) -> tuple[list[dict], str] | None:
@@ -121,6 +137,10 @@ def main(params_file: str) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     params = section("reward", params_file)
     chat_template = section("sft", params_file)["chat_template"]
+    try:  # a bad share stops the stage before any scoring
+        share = check_share(section("classifier", params_file).get("preference_share", 0))
+    except ValueError as error:
+        raise click.ClickException(str(error)) from None
     scorer = Scorer("models/reward", params["max_length"], params["score_batch_size"])
     conversations = pl.read_parquet("data/clean/conversations.parquet")
     pairs = pl.read_parquet("data/clean/preferences.parquet")
@@ -130,7 +150,8 @@ def main(params_file: str) -> None:
     n_texts, seconds = conversations.height, time.perf_counter() - start
     extra = self_pairs(conversations, scorer, params["self_pairs"], "models/base", chat_template) \
         if params["self_pairs"]["enabled"] else pairs.clear()
-    pairs = pl.concat([pairs, extra])
+    held_out = judge_holdout(pairs, extra, share)
+    pairs = pl.concat([pairs, extra]).filter(~held_out)  # before scoring: held-out pairs are never used here
     start = time.perf_counter()
     prompts = pairs["prompt"].to_list()
     for side in ("chosen", "rejected"):
@@ -148,7 +169,7 @@ def main(params_file: str) -> None:
             frame.write_csv(tmp / f"{name}.csv")
     write_json({"filter": params["filter"], "min_margin": params["min_margin"],
                 "sft": summary(conversations, keep_conv), "dpo": summary(pairs, keep_pairs),
-                "self_pairs": extra.height,
+                "self_pairs": extra.height, "preference_share": share, "dpo_held_out_for_judge": int(held_out.sum()),
                 "dpo_train_chosen_above_rejected": round(float((pairs.filter(pl.col("split") == "train")["score"] > 0)
                                                                .mean() or 0.0), 6)}, "metrics/score.json")
     write_json({"scored_texts": n_texts, "texts_per_second": round(n_texts / seconds, 1)}, "metrics/timings/score.json")

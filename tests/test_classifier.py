@@ -1,6 +1,8 @@
-"""The arena judge: head, left truncation, swap TTA matched by id, quantized backbone, training and metrics."""
+"""The judge: head, left truncation, swap TTA matched by id, quantized backbone, training, arena and preference
+rows, and metrics overall and per source."""
 from __future__ import annotations
 
+import json
 import random
 
 import polars as pl
@@ -11,7 +13,7 @@ from transformers import AutoTokenizer
 from ladder.judge import (build_judge, encode, head, judge_text, keep_last_tokens, load_judge, prepare_tokenizer,
                           save_judge)
 from ladder.models import materialize, read_identity
-from stages.classifier import evaluate, load_arena, train, training_pairs
+from stages.classifier import evaluate, load_arena, load_rows, train, training_pairs
 
 LORA_BERT = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["query", "value"]}
 LORA_LLAMA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj", "down_proj"]}
@@ -188,6 +190,91 @@ def test_arena_loading_pairs_and_ties(tmp_path):
         load_arena(tmp_path / "arena.parquet", "maybe")
 
 
+def preference_table(path, n: int = 24):
+    pl.DataFrame([{"id": f"p{i:02d}", "source": "chai_dpo", "row": str(i),
+                   "prompt": [{"role": "assistant", "content": "*waves* Hi."}, {"role": "user", "content": f"Hello {i}"}],
+                   "chosen": f"*smiles* Hello {i} to you, friend.", "rejected": "ok", "split": "eval" if i % 3 == 0 else "train"}
+                  for i in range(n)]).write_parquet(path)
+
+
+def test_rows_from_the_arena_and_the_judge_s_share_of_preferences(tmp_path):
+    arena = pl.DataFrame([{**r, "split": "train" if i % 2 else "eval"} for i, r in enumerate(rows(8))])
+    arena.write_parquet(tmp_path / "arena.parquet")
+    preference_table(tmp_path / "preferences.parquet")
+    only_arena, ties = load_rows(tmp_path / "arena.parquet", tmp_path / "absent.parquet", "drop", 0)
+    assert ties == 0 and {r["table"] for split in only_arena.values() for r in split} == {"arena"}
+    assert sum(map(len, only_arena.values())) == 8  # share 0 never reads the preferences file
+    both, _ = load_rows(tmp_path / "arena.parquet", tmp_path / "preferences.parquet", "drop", 1.0)
+    for split, data in both.items():
+        assert [r["id"] for r in data] == sorted(r["id"] for r in data)
+        assert sum(r["table"] == "preferences" for r in data) == sum((i % 3 == 0) == (split == "eval") for i in range(24))
+    half, _ = load_rows(tmp_path / "arena.parquet", tmp_path / "preferences.parquet", "drop", 0.5)
+    assert 0 < sum(r["table"] == "preferences" for split in half.values() for r in split) < 24
+    with pytest.raises(ValueError, match="absent.parquet: file not found"):
+        load_rows(tmp_path / "arena.parquet", tmp_path / "absent.parquet", "drop", 0.5)
+    with pytest.raises(ValueError, match="preference_share"):
+        load_rows(tmp_path / "arena.parquet", tmp_path / "preferences.parquet", "drop", 2)
+
+
+def test_identical_pairs_are_labelled_both_ways_or_as_a_tie():
+    data = rows(40)
+    plain = training_pairs(data, ["model_a", "model_b"], True)
+    some = training_pairs(data, ["model_a", "model_b"], True, identical=0.5)
+    extra = some[len(plain):]
+    assert some[:len(plain)] == plain and 0 < len(extra) < 80 and len(extra) % 2 == 0
+    for first, second in zip(extra[::2], extra[1::2]):
+        assert first[1] == first[2] == second[1] == second[2] and (first[3], second[3]) == (0, 1)
+    assert training_pairs(data, ["model_a", "model_b"], True, identical=0.5) == some  # fixed by the row ids
+    assert len(training_pairs(data, ["model_a", "model_b"], True, identical=1.0)) == 80 + 80
+    ties = training_pairs(data, ["model_a", "model_b", "tie"], False, identical=1.0)[40:]
+    assert len(ties) == 40 and {label for *_, label in ties} == {2}
+
+
+def test_metrics_per_source():
+    data = [{"id": "a", "winner": "model_a", "language": "en", "table": "arena"},
+            {"id": "b", "winner": "model_b", "language": "en", "table": "arena"},
+            {"id": "p", "winner": "model_a", "language": "unknown", "table": "preferences"},
+            {"id": "q", "winner": "model_b", "language": "unknown", "table": "preferences"}]
+    scored = {"a": {"p_a": 0.8, "p_b": 0.2, "p_a_ab": 0.9, "p_a_ba": 0.7},
+              "b": {"p_a": 0.3, "p_b": 0.7, "p_a_ab": 0.4, "p_a_ba": 0.2},
+              "p": {"p_a": 0.4, "p_b": 0.6, "p_a_ab": 0.7, "p_a_ba": 0.1},   # wrong with TTA, flips
+              "q": {"p_a": 0.3, "p_b": 0.7, "p_a_ab": 0.3, "p_a_ba": 0.3}}
+    metrics, _ = evaluate(scored, data, ["model_a", "model_b"], "model_a")
+    arena, prefs = metrics["by_source"]["arena"], metrics["by_source"]["preferences"]
+    assert (arena["rows"], arena["accuracy_tta"], arena["position_flip_rate"]) == (2, 1.0, 0.0)
+    assert (prefs["rows"], prefs["accuracy_tta"], prefs["position_flip_rate"]) == (2, 0.5, 0.5)
+    assert metrics["accuracy_tta"] == 0.75 and metrics["eval_rows"] == 4
+    assert prefs["first_position_preference"] == pytest.approx(((0.7 + 0.9) / 2 + (0.3 + 0.7) / 2) / 2)
+    assert arena["log_loss_tta"] < prefs["log_loss_tta"] and "accuracy_one_order" in prefs
+    assert metrics["accuracy_by_language"] == {"en": 1.0}  # the preferences table records no language
+
+
+def test_the_stage_writes_figures_per_source(backbones, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from stages.classifier import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "data/clean").mkdir(parents=True)
+    pl.DataFrame([{**r, "split": "train" if i % 3 else "eval"} for i, r in enumerate(rows(18))]).write_parquet(
+        "data/clean/arena.parquet")
+    preference_table(tmp_path / "data/clean/preferences.parquet")
+    (tmp_path / "models").mkdir()
+    (tmp_path / "models/judge_base").symlink_to(backbones / "bert")
+    params = {"classifier": {**SETTINGS, "preference_share": 1.0, "lora": LORA_BERT, "swap_augment": True,
+                             "seed": 0, "eval_batch_size": 8, "launcher": "python",
+                             "trainer": {"max_steps": 2, "per_device_train_batch_size": 4}}}
+    (tmp_path / "params.yaml").write_text(json.dumps(params))
+    result = CliRunner().invoke(main, [], catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "metrics/judge.json").read_text())
+    assert metrics["train_rows_by_source"] == {"arena": 12, "preferences": 16} and metrics["train_rows"] == 28
+    assert {k: v["rows"] for k, v in metrics["by_source"].items()} == {"arena": 6, "preferences": 8}
+    assert metrics["eval_rows"] == 14 and metrics["preference_ties_dropped"] == 0
+    for key in ("accuracy_tta", "majority_baseline", "position_flip_rate", "first_position_preference"):
+        assert 0 <= metrics[key] <= 1 and all(0 <= v[key] <= 1 for v in metrics["by_source"].values())
+
+
 def test_metrics_from_known_scores():
     data = [{"id": "a", "winner": "model_a", "language": "en"}, {"id": "b", "winner": "model_b", "language": "en"},
             {"id": "c", "winner": "model_a", "language": "fr"}, {"id": "d", "winner": "model_a", "language": "fr"}]
@@ -202,6 +289,22 @@ def test_metrics_from_known_scores():
     assert metrics["log_loss_tta"] < metrics["log_loss_one_order"]
     assert sum(b["rows"] for b in plots["calibration"]) == 4
     assert plots["confusion"][2] == {"actual": "model_a", "predicted": "model_b"}
+
+
+def test_lora_on_the_top_layers_only_stops_backpropagation_below_them(backbones):
+    model = build_judge(backbones / "bert", 2, 0.1, "none", {**LORA_BERT, "layers": 1}, seed=0)
+    blocks = model.backbone.config.num_hidden_layers
+    trainable = [k for k, v in model.named_parameters() if v.requires_grad]
+    assert blocks > 1 and any("lora_" in k for k in trainable)
+    assert all(k.startswith("head.") or f"layer.{blocks - 1}." in k for k in trainable)
+    reached = []
+    lower = model.backbone.base_model.model.encoder.layer[blocks - 2]
+    lower.register_full_backward_hook(lambda *_: reached.append(True))
+    ids = torch.randint(5, 100, (2, 12))
+    model(ids, torch.ones_like(ids), torch.tensor([0, 1])).loss.backward()
+    assert not reached  # nothing below the adapted block needs a gradient
+    whole = build_judge(backbones / "bert", 2, 0.1, "none", LORA_BERT, seed=0)
+    assert any("layer.0." in k for k, v in whole.named_parameters() if v.requires_grad)
 
 
 def test_the_seed_fixes_every_initial_weight(backbones):

@@ -104,6 +104,10 @@ def workspace(root: Path, launcher: str) -> Path:
               "language": "English", "split": "eval" if i % 4 == 0 else "train"} for i in range(16)]
     (root / "data/clean").mkdir(parents=True)
     pl.DataFrame(arena).write_parquet(root / "data/clean/arena.parquet")
+    preferences = [{"id": f"p{i:02d}", "source": "chai_dpo", "row": f"r{i:02d}", "split": "eval" if i % 4 == 0 else "train",
+                    "prompt": [{"role": "user", "content": f"Tell me about map {i}."}],
+                    "chosen": f"Map {i} shows the {rng.choice(words)}. Shall we go?", "rejected": "ok"} for i in range(16)]
+    pl.DataFrame(preferences).write_parquet(root / "data/clean/preferences.parquet")
     params = load_params(REPO / "params.yaml")
     merge(params, load_params(REPO / "recipes/smoke.yaml"))
     chosen = {"launcher": launcher, "accelerate_config": "configs/accelerate/cpu.yaml"}

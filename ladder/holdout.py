@@ -1,0 +1,59 @@
+"""The role-play preference pairs the judge learns from, and the same pairs held out of DPO's training.
+
+One stable hash decides both, so the judge (classifier stage) and the DPO data (score stage) can never
+disagree about which pair belongs to whom. The hash is taken over the pair's source row, not the pair
+id: the pairs of one source row (chai-dpo's several rejected replies, a conversation's swipes) share
+their prompt and their chosen reply, and splitting them would let DPO train on the judge's prompt and
+chosen reply under another pair id.
+
+Each pair becomes a judge row laid out as inference lays out the generated replies: the prompt field is
+the conversation so far, one "role: content" line per message (ladder.reward_model.role_lines), and the
+chosen reply sits first or second by a second hash of the pair id, so neither position wins by default.
+"""
+from __future__ import annotations
+
+import polars as pl
+
+from ladder.records import unit_interval
+
+SHARE_SALT, ORDER_SALT = "judge-share", "judge-order"
+PREFERENCE_COLUMNS = ("id", "source", "row", "prompt", "chosen", "rejected", "split")
+
+
+def check_share(share: float) -> float:
+    if isinstance(share, bool) or not isinstance(share, (int, float)) or not 0 <= share <= 1:
+        raise ValueError(f"classifier.preference_share must be a number from 0 to 1, not {share!r}")
+    return float(share)
+
+
+def in_judge_share(source: str, row: str, share: float) -> bool:
+    """Whether the pairs of this source row belong to the judge (share 0: none, 1: all)."""
+    return unit_interval(SHARE_SALT, source, row) < check_share(share)
+
+
+def judge_share_mask(pairs: pl.DataFrame, share: float) -> pl.Series:
+    """True for the pairs of `pairs` (a preferences table) whose source row belongs to the judge."""
+    check_share(share)
+    return pl.Series("judge", [in_judge_share(s, r, share) for s, r in zip(pairs["source"], pairs["row"])],
+                     dtype=pl.Boolean)
+
+
+def judge_rows(pairs: pl.DataFrame, share: float) -> tuple[list[dict], int]:
+    """The judge's share of `pairs` as judge rows (id order), and how many ties (chosen == rejected) were
+    dropped: a pair with nothing to choose between teaches the judge nothing."""
+    from ladder.reward_model import role_lines
+
+    missing = [c for c in PREFERENCE_COLUMNS if c not in pairs.columns]
+    if missing:
+        raise ValueError(f"column(s) {missing} missing")
+    rows, ties = [], 0
+    for pair in pairs.filter(judge_share_mask(pairs, share)).sort("id").iter_rows(named=True):
+        if pair["chosen"].strip() == pair["rejected"].strip():
+            ties += 1
+            continue
+        chosen_first = unit_interval(ORDER_SALT, pair["id"]) < 0.5
+        a, b = (pair["chosen"], pair["rejected"]) if chosen_first else (pair["rejected"], pair["chosen"])
+        rows.append({"id": pair["id"], "table": "preferences", "prompt": role_lines(pair["prompt"]),
+                     "response_a": a, "response_b": b, "winner": "model_a" if chosen_first else "model_b",
+                     "language": "unknown", "split": pair["split"]})
+    return rows, ties
