@@ -37,15 +37,19 @@ def render(messages: list[dict], tokenizer, generation_prompt: bool = False) -> 
     return tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=generation_prompt)
 
 
-def assistant_spans(messages: list[dict], tokenizer) -> tuple[str, list[tuple[int, int]]]:
+def assistant_spans(messages: list[dict], tokenizer,
+                    learn_greeting: bool = True) -> tuple[str, list[tuple[int, int]]]:
     """The rendered conversation and, for each assistant turn, the character span the model must write:
     from the end of the generation prompt (or, for an opening turn, from where its content starts) to the
     end of its end-of-turn marker. Whatever the template puts before that (a default system prompt, role
-    headers) or after it (the newline after <|im_end|>) is given, not learned."""
+    headers) or after it (the newline after <|im_end|>) is given, not learned. With `learn_greeting` false,
+    assistant turns before the first user turn (a role-play bot's greeting, written by its creator) are
+    context too."""
     text = render(messages, tokenizer)
     spans = []
+    first_user = next((i for i, m in enumerate(messages) if m["role"] == "user"), len(messages))
     for i, message in enumerate(messages):
-        if message["role"] != "assistant":
+        if message["role"] != "assistant" or (not learn_greeting and i < first_user):
             continue
         upto = render(messages[:i + 1], tokenizer)
         # The same conversation with a marker for this turn's content shows where the template puts the
@@ -71,10 +75,11 @@ def assistant_spans(messages: list[dict], tokenizer) -> tuple[str, list[tuple[in
     return text, spans
 
 
-def tokenize_for_training(messages: list[dict], tokenizer, max_length: int) -> dict | None:
+def tokenize_for_training(messages: list[dict], tokenizer, max_length: int,
+                          learn_greeting: bool = True) -> dict | None:
     """input_ids and labels (-100 outside assistant turns), keeping the END of a conversation that is
     too long. None when no assistant token is left to learn from."""
-    text, spans = assistant_spans(messages, tokenizer)
+    text, spans = assistant_spans(messages, tokenizer, learn_greeting)
     encoded = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     ids, labels = encoded["input_ids"], []
     for token, (start, end) in zip(ids, encoded["offset_mapping"]):

@@ -1,6 +1,6 @@
 """sft: LoRA supervised fine-tuning of the base chat model on the scored conversations (TRL SFTTrainer).
 
-Reads   data/scored/sft.parquet, models/base, params `sft` (chat_template, max_length, packing, seed, lora,
+Reads   data/scored/sft.parquet, models/base, params `sft` (chat_template, max_length, learn_greeting, packing, seed, lora,
         trainer: passed through to trl.SFTConfig).
 Writes  models/sft (the LoRA adapter, the tokenizer and the exact chat template trained with),
         metrics/sft.json (eval loss of the base model and of the tuned one), dvclive/sft/ (curves),
@@ -40,13 +40,13 @@ def load_conversations(path: str | Path) -> dict[str, list[list[dict]]]:
     return {s: df.filter(pl.col("split") == s)["messages"].to_list() for s in ("train", "eval")}
 
 
-def tokenized(conversations: list[list[dict]], tokenizer, max_length: int):
+def tokenized(conversations: list[list[dict]], tokenizer, max_length: int, learn_greeting: bool = True):
     """A datasets.Dataset of input_ids and labels, and how many conversations had nothing to learn from."""
     from datasets import Dataset
 
     from ladder.chat import tokenize_for_training
 
-    rows = [tokenize_for_training(m, tokenizer, max_length) for m in conversations]
+    rows = [tokenize_for_training(m, tokenizer, max_length, learn_greeting) for m in conversations]
     kept = [r for r in rows if r is not None]
     return Dataset.from_list(kept), len(rows) - len(kept)
 
@@ -96,8 +96,9 @@ def train(params: dict, data: dict, base: str | Path, hw: dict, checkpoints: Pat
     from ladder.training import LiveCallback, load_causal_lm, logged_train_loss, trainer_arguments
 
     tokenizer = use_template(AutoTokenizer.from_pretrained(base), params["chat_template"])
-    train_set, dropped_train = tokenized(data["train"], tokenizer, params["max_length"])
-    eval_set, dropped_eval = tokenized(data["eval"], tokenizer, params["max_length"])
+    greeting = params.get("learn_greeting", True)
+    train_set, dropped_train = tokenized(data["train"], tokenizer, params["max_length"], greeting)
+    eval_set, dropped_eval = tokenized(data["eval"], tokenizer, params["max_length"], greeting)
     args = trainer_arguments(params["trainer"], str(checkpoints), params["seed"], hw, optim_gpu="paged_adamw_32bit")
     config = SFTConfig(**args, max_length=params["max_length"], packing=params.get("packing", False))
     mark = fingerprint({"params": params, "train": train_set.to_dict()}, [Path(base) / "model.safetensors"])

@@ -74,6 +74,21 @@ def test_an_opening_greeting_learns_nothing_the_template_gives(template):
     assert text.index(GREETING["content"]) == spans[0][0] > 0  # what comes before it is given
 
 
+@pytest.mark.parametrize("template", ["base"] + SHIPPED)
+@pytest.mark.parametrize("opening", ["assistant", "system then assistant"])
+def test_a_greeting_is_context_when_it_is_not_learned(template, opening):
+    """sft.learn_greeting false: the bot's greeting (before the first user turn) gets no label, the replies do."""
+    tokenizer = use_template(load_bundled_chat_tokenizer(), template)
+    messages = OPENINGS[opening]
+    eot = end_of_turn(template, tokenizer)
+    replies = [m["content"] + eot for m in messages[2:] if m["role"] == "assistant"]
+    out = tokenize_for_training(messages, tokenizer, 512, learn_greeting=False)
+    assert labelled_runs(out, tokenizer) == replies
+    assert labelled_runs(tokenize_for_training(messages, tokenizer, 512), tokenizer) == [GREETING["content"] + eot,
+                                                                                         *replies]
+    assert tokenize_for_training(messages[:2], tokenizer, 512, learn_greeting=False) is None  # nothing left to learn
+
+
 @pytest.mark.parametrize("opening", sorted(OPENINGS))
 @pytest.mark.parametrize("template", ["base"] + SHIPPED)
 def test_generation_sees_what_training_saw(template, opening):

@@ -1,11 +1,23 @@
 """Write the project's own sample data, one file per source format, in the real schemas (DESIGN.md).
 
-The samples carry signal that later stages learn: a good reply stays in character and answers what the
-user said (it names the user's topic); a bad one is bland, breaks character or ignores the user. Thumbs
-up, chai-dpo accepted and arena winners follow that rule with label noise. A few malformed rows of the
-kinds real data has are included on purpose, so the default run shows rejects being counted.
+The planted signal (the same in every source, so every critic can learn it from its own data): a good reply
+hands the turn back to the user. A role-play reply opens with a question to the user about their topic
+("Will you come and see the ghost ship with me?"), an arena answer ends with a follow-up question: the
+engagement Chai's users reward by talking on. A bad reply is mostly just as fluent and in character but
+opens with a statement (what the bundled base model writes), else
+bland; among preference pairs (chai-dpo, swipes) a rejected reply may also ask its question about another
+topic, so the judge learns that a good reply must answer this user (the ladder's `shuffled` control). Good and bad replies have about the same length, so
+length alone says nothing. Thumbs up, chai-dpo accepted, swipe survivors and arena winners follow the rule
+with label noise.
 
-Seeded and deterministic: `python data/samples/generate.py` rewrites the same bytes.
+Every role-play conversation is a greeting, one user message and one reply (chai_feedback may hold swiped
+replies before the kept one), and no greeting asks a question: the ladder's prompts (an eval conversation
+cut before its last reply) show a model no example of the signal, so the base model does not meet it in
+context and a fine-tuned model must have learned it. This is a pipeline test on a planted rule, not a
+claim about what makes a chat reply good.
+
+A few malformed rows of the kinds real data has are included on purpose, so the default run shows rejects
+being counted. Seeded and deterministic: `python data/samples/generate.py` rewrites the same bytes.
 """
 from __future__ import annotations
 
@@ -19,7 +31,7 @@ import polars as pl
 
 HERE = Path(__file__).parent
 USER = "Anonymous user"
-NOISE = 0.12
+NOISE = 0.1
 
 BOTS = [  # name, persona, manner, catchphrase
     ("Aria", "a witty librarian in an enchanted archive", "adjusts her spectacles", "By the ink of the old scrolls!"),
@@ -45,14 +57,17 @@ TOPICS = [
 ]
 ASKS = ["Tell me about {t}.", "What do you know about {t}?", "Have you seen {t}?", "I keep thinking about {t}.",
         "Can you help me with {t}?", "Why does everyone whisper about {t}?"]
-GOOD = ["*{manner}* Ah, {t}! {detail} {catch}", "{catch} *{manner}* You ask about {t}? {detail}",
-        "*{manner}* {detail} That is the truth of {t}, friend.", "{t_cap}... *{manner}* {detail} {catch}"]
+HOOKS = ["Will you come and see {t} with me?", "What would you do with {t}, friend?",
+         "Shall we find out about {t} together?", "Do you dare to look closer at {t}?",
+         "Tell me, what do you make of {t}?", "Are you brave enough to follow me to {t}?"]
+STATEMENTS = ["I know {t} well, better than most.", "{t_cap} is an old story around here.",
+              "Everyone in town has heard of {t}.", "I have thought about {t} for a long time.",
+              "{t_cap} is not something I talk about.", "There is little left to say about {t}."]
 DETAILS = ["I have studied it for years, and it still surprises me.", "Few know that it changes with the moon.",
-           "Come closer and I will show you what I found.", "It was here long before any of us.",
-           "Legend says it only answers to the brave.", "I wrote everything down in my journal.",
-           "We should go see it together tonight.", "It hides a secret, and I think you are close to it."]
-BAD = ["ok", "I don't know.", "As an AI language model, I cannot discuss that.", "Let's talk about something else.",
-       "Sure.", "Hmm.", "I am just a chatbot and have no opinions.", "Whatever you say.", "lol", "Can you repeat that?"]
+           "It was here long before any of us.", "Legend says it only answers to the brave.",
+           "I wrote everything down in my journal.", "The old stories about it are mostly true."]
+BLAND = ["ok", "I don't know.", "As an AI language model, I cannot discuss that.", "Sure.", "Hmm.",
+         "I am just a chatbot and have no opinions.", "Whatever you say.", "lol", "Can you repeat that?"]
 LANGS = ["English", "English", "English", "Spanish", "French", "German", "Russian", "Chinese", "Vietnamese"]
 SUBJECTS = ["volcano", "bicycle", "sourdough bread", "black hole", "honeybee", "chess opening", "compost heap",
             "electric guitar", "rainbow", "glacier", "sunflower", "submarine", "octopus", "lighthouse", "violin",
@@ -61,36 +76,45 @@ SUBJECTS = ["volcano", "bicycle", "sourdough bread", "black hole", "honeybee", "
             "wind turbine", "sewing machine", "thunderstorm", "mushroom", "spreadsheet", "kayak", "fountain pen",
             "cactus", "river delta", "jigsaw puzzle", "snowflake", "firefly", "bread oven", "hiking boot",
             "water filter", "owl", "mosaic", "pendulum", "tea kettle", "comet", "beehive", "sailboat"]
-ASK_TEMPLATES = [("How does a {s} work", "A {s} works by turning one kind of energy or material into another, step by step; the key part is {k}."),
-                 ("Explain the {s} to a child", "Imagine the {s} as a little helper: its job is {k}, and it does it every day."),
-                 ("Give me three facts about the {s}", "1. The {s} depends on {k}. 2. People have studied the {s} for centuries. 3. Every {s} is a bit different."),
-                 ("What is the history of the {s}", "The {s} has a long history; early versions focused on {k}, and modern ones refined it."),
-                 ("How do I take care of a {s}", "To take care of a {s}, check {k} regularly, keep it clean, and do not rush it."),
-                 ("Write a short poem about a {s}", "Oh {s}, so quiet and so bright, / you carry {k} into the night."),
-                 ("What can go wrong with a {s}", "The most common problem with a {s} is {k}; catch it early and it is easy to fix."),
-                 ("Compare a {s} with a {o}", "A {s} is about {k}, while a {o} works differently; choose by what you need."),
-                 ("Why do people like the {s}", "People like the {s} because of {k}, and because it is fun to learn about.")]
+ASK_TEMPLATES = [("How does a {s} work", "A {s} works by turning one kind of energy or material into another; the key part is {k}."),
+                 ("Explain the {s} to a child", "Imagine the {s} as a little helper: its job is {k}, every day."),
+                 ("Give me a fact about the {s}", "The {s} depends on {k} more than most people think."),
+                 ("What is the history of the {s}", "Early versions of the {s} focused on {k}; modern ones refined it."),
+                 ("How do I take care of a {s}", "To take care of a {s}, check {k} regularly and keep it clean."),
+                 ("What can go wrong with a {s}", "The most common problem with a {s} is {k}; catch it early."),
+                 ("Why do people like the {s}", "People like the {s} because of {k}, and it is fun to learn about.")]
 KEYS = ["balance", "timing", "pressure", "light", "water", "heat", "patience", "shape", "rhythm", "airflow"]
-OFF = ["I like turtles.", "Sorry, I can't help with that.", "The weather is nice today.", "Please ask again later.",
-       "That is an interesting question.", "I am not sure what you mean.", "Bananas are yellow.", "No.",
-       "As an AI, I have no opinion on this.", "Let me think about it and get back to you.", "Good question!"]
+FOLLOW_UPS = ["Would you like an example?", "Shall I explain the {k} part in more detail?",
+              "Which part should I go into next?", "Do you want to try it yourself?", "What made you curious about it?"]
+CLOSINGS = ["That is the short version.", "There is not much more to it.", "Most guides say the same.",
+            "It is a well known topic.", "People have written a lot about it."]
 
 
-def good_reply(rng, bot, topic):
-    name, _, manner, catch = bot
-    return rng.choice(GOOD).format(manner=manner, t=topic[1], t_cap=topic[1][0].upper() + topic[1][1:],
-                                   detail=rng.choice(DETAILS), catch=catch)
+def cap(text: str) -> str:
+    return text[0].upper() + text[1:]
 
 
-def dialogue(rng, bot, good: bool, turns: int):
-    """(user text, reply text, is_good) per exchange; a bad conversation has mostly bad replies."""
-    out = []
-    for _ in range(turns):
-        topic = rng.choice(TOPICS)
-        ask = rng.choice(ASKS).format(t=topic[1])
-        reply_good = good if rng.random() > 0.2 else not good
-        out.append((ask, good_reply(rng, bot, topic) if reply_good else rng.choice(BAD), reply_good))
-    return out
+def reply(rng, bot, topic, hook: bool) -> str:
+    """In character, about `topic`: opens by handing the turn back (a question to the user, `hook`) or with a
+    statement of about the same length (what the base model writes), then one sentence of lore."""
+    _, _, manner, _ = bot
+    first = rng.choice(HOOKS if hook else STATEMENTS).format(t=topic[1], t_cap=cap(topic[1]))
+    return f"*{manner}* {first} {rng.choice(DETAILS)}"
+
+
+def bad_reply(rng, bot, topic, off_topic: float = 0.0) -> str:
+    """Mostly fluent but closed (ends on a statement), else bland; with probability `off_topic` a question about
+    another topic instead (fluent, in character, off topic: what the ladder's `shuffled` control looks like)."""
+    if rng.random() < off_topic:
+        return reply(rng, bot, rng.choice([t for t in TOPICS if t != topic]), hook=True)
+    return reply(rng, bot, topic, hook=False) if rng.random() < 0.75 else rng.choice(BLAND)
+
+
+def exchange(rng, bot, good: bool):
+    """(user message, bot reply) on a random topic; a good conversation's reply is mostly good."""
+    topic = rng.choice(TOPICS)
+    reply_good = good if rng.random() > 0.15 else not good
+    return rng.choice(ASKS).format(t=topic[1]), (reply(rng, bot, topic, True) if reply_good else bad_reply(rng, bot, topic))
 
 
 def greeting(bot):
@@ -102,19 +126,19 @@ def labelled(rng, good: bool) -> bool:
     return good if rng.random() > NOISE else not good
 
 
-def chai_feedback(rng, n=900):
+def chai_feedback(rng, n=700):
     rows = []
     for i in range(n):
         bot, good = rng.choice(BOTS), rng.random() < 0.55
-        conv = [{"name": bot[0], "text": greeting(bot)}]
-        for ask, reply, _ in dialogue(rng, bot, good, rng.randint(1, 4)):
-            conv.append({"name": USER, "text": ask})
-            if good and rng.random() < 0.25:  # the user swiped a bland reply away before this one
-                for _ in range(rng.randint(1, 2)):
-                    conv.append({"name": f"{bot[0]} (deleted)", "text": rng.choice(BAD)})
-            if rng.random() < 0.1:
-                reply += "\n\n" + rng.choice(DETAILS)  # multi-line messages stay whole
-            conv.append({"name": bot[0], "text": reply})
+        ask, answer = exchange(rng, bot, good)
+        conv = [{"name": bot[0], "text": greeting(bot)}, {"name": USER, "text": ask}]
+        if good and rng.random() < 0.35:  # the user swiped closed or bland replies away before this one
+            topic = next(t for t in TOPICS if t[1] in ask)
+            for _ in range(rng.randint(1, 2)):
+                conv.append({"name": f"{bot[0]} (deleted)", "text": bad_reply(rng, bot, topic, off_topic=0.3)})
+        if rng.random() < 0.05:
+            answer = answer.replace("* ", "*\n\n", 1)  # multi-line messages stay whole
+        conv.append({"name": bot[0], "text": answer})
         rows.append({"_id": f"c{i:05d}", "conversation": conv, "languages": ["en"],
                      "thumbs_up": labelled(rng, good), "feedback": "" if good else "boring",
                      "model_name": rng.choice(["chai_v1", "chai_v2"])})
@@ -127,18 +151,17 @@ def chai_feedback(rng, n=900):
     return rows
 
 
-def chai_prize_flat(rng, n=800):
+def chai_prize_flat(rng, n=400):
     rows = []
     for i in range(n):
         bot, good = rng.choice(BOTS), rng.random() < 0.5
-        lines = [f"{bot[0]}: {greeting(bot)}"]  # no persona header: the real dataset has none
-        for ask, reply, _ in dialogue(rng, bot, good, rng.randint(1, 4)):
-            lines.append(f"{USER}: {ask}")
-            if rng.random() < 0.15:
-                lines.append(f"{bot[0]} (deleted): {rng.choice(BAD)}")
-            if rng.random() < 0.15:
-                reply += "\n" + rng.choice(DETAILS)  # a continuation line without a speaker prefix
-            lines.append(f"{bot[0]}: {reply}")
+        ask, answer = exchange(rng, bot, good)
+        lines = [f"{bot[0]}: {greeting(bot)}", f"{USER}: {ask}"]  # no persona header: the real dataset has none
+        if rng.random() < 0.15:
+            lines.append(f"{bot[0]} (deleted): {rng.choice(BLAND)}")
+        if rng.random() < 0.1:
+            answer = answer.replace("* ", "*\n", 1)  # a continuation line without a speaker prefix
+        lines.append(f"{bot[0]}: {answer}")
         rows.append({"conversation_id": f"p{i:05d}", "bot_id": f"bot_{bot[0].lower()}", "user_id": f"u{rng.randint(0, 300)}",
                      "conversation": "\n".join(lines), "thumbs_up": labelled(rng, good), "feedback": "",
                      "model_name": "prize_model", "season": rng.choice(["s5", "s6"])})
@@ -146,36 +169,27 @@ def chai_prize_flat(rng, n=800):
     return rows
 
 
-def roleplay_turns(rng, bot, good=True):
-    turns = [("system", f"You are {bot[0]}, {bot[1]}. Stay in character.")]
-    for ask, reply, _ in dialogue(rng, bot, good, rng.randint(2, 4)):
-        turns += [("user", ask), ("assistant", reply)]
-    return turns
+def roleplay_turns(rng, bot):
+    """System card, the bot's greeting, one exchange with a good reply (these sources hold curated chats)."""
+    ask, answer = exchange(rng, bot, True)
+    return [("system", f"You are {bot[0]}, {bot[1]}. Stay in character."), ("assistant", greeting(bot)),
+            ("user", ask), ("assistant", answer)]
 
 
 def gpt_realm(rng, n=150):
     rows = [{"name": b[0], "conversation": [{"role": r, "content": c} for r, c in roleplay_turns(rng, b)]}
             for b in (rng.choice(BOTS) for _ in range(n))]
-    rows[3]["conversation"][1]["role"] = "narrator"
+    rows[3]["conversation"][2]["role"] = "narrator"
     return rows
 
 
 def anime(rng, n=100):
-    rows = []
-    for _ in range(n):
-        bot = rng.choice(BOTS)
-        turns = roleplay_turns(rng, bot)
-        turns.insert(1, ("assistant", greeting(bot)))
-        rows.append({"messages": [{"role": r, "content": c.replace("\n", "\r\n") + ("\r\n" if r == "system" else "")}
-                                  for r, c in turns]})
-    return rows
+    return [{"messages": [{"role": r, "content": c.replace("\n", "\r\n") + ("\r\n" if r == "system" else "")}
+                          for r, c in roleplay_turns(rng, rng.choice(BOTS))]} for _ in range(n)]
 
 
 def erotiquant(rng, n=80):
-    rows = []
-    for _ in range(n):
-        turns = roleplay_turns(rng, rng.choice(BOTS))
-        rows.append({"text": "\n".join(f"{r.upper()}: {c}" for r, c in turns)})
+    rows = [{"text": "\n".join(f"{r.upper()}: {c}" for r, c in roleplay_turns(rng, rng.choice(BOTS)))} for _ in range(n)]
     rows[2]["text"] = "Some preamble\n" + rows[2]["text"]
     return rows
 
@@ -184,25 +198,22 @@ def hieu(rng, n=120):
     rows = []
     for _ in range(n):
         bot = rng.choice(BOTS)
-        turns = roleplay_turns(rng, bot)
         rows.append({"name": bot[0], "description": bot[1],
-                     "text": "\n".join(f"<|{r}|>\n{c}</s>" for r, c in turns)})
+                     "text": "\n".join(f"<|{r}|>\n{c}</s>" for r, c in roleplay_turns(rng, bot))})
     return rows
 
 
-def chai_dpo(rng, n=700):
+def chai_dpo(rng, n=600):
     rows = []
     for i in range(n):
         bot = rng.choice(BOTS)
-        history = [{"sender": bot[0], "value": greeting(bot)}]
-        for ask, reply, _ in dialogue(rng, bot, True, rng.randint(0, 2)):
-            history += [{"sender": USER, "value": ask}, {"sender": bot[0], "value": reply}]
         topic = rng.choice(TOPICS)
-        history.append({"sender": USER, "value": rng.choice(ASKS).format(t=topic[1])})
-        good, bad = good_reply(rng, bot, topic), rng.choice(BAD)
+        history = [{"sender": bot[0], "value": greeting(bot)},
+                   {"sender": USER, "value": rng.choice(ASKS).format(t=topic[1])}]
+        good, bad = reply(rng, bot, topic, hook=True), bad_reply(rng, bot, topic, off_topic=0.3)
         if rng.random() < NOISE:
             good, bad = bad, good
-        rejected = bad if rng.random() < 0.3 else [bad, rng.choice(BAD)]
+        rejected = bad if rng.random() < 0.3 else [bad, bad_reply(rng, bot, topic, off_topic=0.3)]
         rows.append({"history": history, "accepted": good, "rejected": rejected, "thumbs_up": rng.random() < 0.7,
                      "submission_id": f"sub_{rng.randint(0, 20)}", "model_name": "dpo_model", "bot_id": f"bot_{bot[0].lower()}"})
     rows[9]["history"].insert(1, {"sender": "Somebody Else", "value": "Can I join in?"})  # a third speaker
@@ -210,19 +221,25 @@ def chai_dpo(rng, n=700):
 
 
 def arena_item(rng):
+    """(prompt, good answer, bad answer): the good one answers and asks the user a follow-up question; the bad one
+    answers and closes (about as long), or is off topic."""
     subject, other = rng.sample(SUBJECTS, 2)
     question, answer = rng.choice(ASK_TEMPLATES)
     key = rng.choice(KEYS)
-    prompt = question.format(s=subject, o=other) + rng.choice(["?", "? Be brief.", ", please.", "? Thanks!"])
-    good = answer.format(s=subject, o=other, k=key) + rng.choice(["", " Hope this helps!", " Want more detail?"])
-    bad = rng.choice(OFF) if rng.random() < 0.7 else f"I would rather talk about the {rng.choice(SUBJECTS)}."
-    return prompt, good, bad
+    prompt = question.format(s=subject) + rng.choice(["?", "? Be brief.", ", please.", "? Thanks!"])
+    body = answer.format(s=subject, k=key)
+    good = f"{body} {rng.choice(FOLLOW_UPS).format(k=key)}"
+    if rng.random() < 0.6:
+        bad = f"{body} {rng.choice(CLOSINGS)}"
+    else:
+        bad = f"{rng.choice(ASK_TEMPLATES)[1].format(s=other, k=key)} {rng.choice(FOLLOW_UPS).format(k=key)}"
+    return prompt, good, bad, body, key
 
 
-def arena_wsdm(rng, n=1400):
+def arena_wsdm(rng, n=550):
     rows = []
     for i in range(n):
-        prompt, good, bad = arena_item(rng)
+        prompt, good, bad, _, _ = arena_item(rng)
         a_good = rng.random() < 0.5
         a, b = (good, bad) if a_good else (bad, good)
         winner = "model_a" if labelled(rng, a_good) else "model_b"
@@ -232,17 +249,20 @@ def arena_wsdm(rng, n=1400):
     return pl.DataFrame(rows)
 
 
-def arena_lmsys(rng, n=600):
+def arena_lmsys(rng, n=300):
+    """LMSYS rows hold ties (the WSDM table has none): a tie is two answers of one kind."""
     rows = []
     for i in range(n):
-        prompt, good, bad = arena_item(rng)
+        prompt, good, bad, body, key = arena_item(rng)
         a_good = rng.random() < 0.5
         a, b = (good, bad) if a_good else (bad, good)
-        tie = rng.random() < 0.1
+        tie = rng.random() < 0.15
+        if tie:  # voters call a tie between two answers of one kind: both ask back, or both close
+            b = f"{body} {rng.choice(FOLLOW_UPS).format(k=key) if a_good else rng.choice(CLOSINGS)}"
         a_wins = labelled(rng, a_good)
         turns_p, turns_a, turns_b = [prompt], [a], [b]
         if rng.random() < 0.2:  # a second turn, sometimes with a null reply
-            p2, g2, b2 = arena_item(rng)
+            p2, g2, b2, _, _ = arena_item(rng)
             turns_p.append(p2)
             turns_a.append(None if rng.random() < 0.3 else (g2 if a_good else b2))
             turns_b.append(b2 if a_good else g2)
