@@ -83,17 +83,24 @@ def test_repro_runs_everything_then_nothing(project):
     assert judge["eval_rows"] > 0 and 0 <= judge["accuracy_tta"] <= 1 and "position_flip_rate" in judge
     assert (project / "models/judge/head.safetensors").is_file() and (project / "plots/judge/confusion.json").is_file()
     params = load_params(project / "params.yaml")["inference"]
+    names = [*params["models"], *params["controls"]]  # controls are scored and judged like models
     responses = pl.read_parquet(project / "data/generations/responses.parquet")
-    assert responses.height == len(params["models"]) * params["n_prompts"]
+    assert responses.height == len(names) * params["n_prompts"]
+    assert set(responses.filter(pl.col("control"))["model"]) == set(params["controls"])
     judged = pl.read_parquet(project / "data/generations/judgments.parquet")
-    models = len(params["models"])
-    assert judged.height == params["n_prompts"] * models * (models - 1) // 2
+    assert judged.height == params["n_prompts"] * len(names) * (len(names) - 1) // 2
+    identical = pl.read_parquet(project / "data/generations/identical.parquet")
+    assert identical.height == params["n_prompts"] * len(names)
     report = json.loads((project / "metrics/eval.json").read_text())
-    assert set(report["models"]) == set(params["models"]) and report["models"]["base"]["elo"] == 1000.0
+    assert next(iter(report)) == "validity" and isinstance(report["validity"]["valid"], bool)
+    assert set(report["validity"]["checks"]) == {"identical_pairs", "flip_rate", "control_separation",
+                                                  "judge_reward_agreement", "length"}
+    assert set(report["models"]) == set(names) and report["models"]["base"]["elo"] == 1000.0
     for figures in report["models"].values():
         assert math.isfinite(figures["elo"]) and figures["elo_95"][0] <= figures["elo"] <= figures["elo_95"][1]
     assert set(report["stages"]) == {"reward", "sft", "dpo", "merge", "judge", "quantize"}
-    assert len(json.loads((project / "plots/eval/elo.json").read_text())) == models
+    assert len(json.loads((project / "plots/eval/elo.json").read_text())) == len(names)
+    assert len(json.loads((project / "reports/examples.json").read_text())["examples"]) == 3
     second = run(["dvc", "repro"], project)
     assert ran(second) == set() and "up to date" in second
 
