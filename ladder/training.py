@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+from pathlib import Path
 from typing import Any
 
 from transformers import TrainerCallback
@@ -17,6 +18,10 @@ from transformers.integrations import DVCLiveCallback
 
 log = logging.getLogger("ladder.training")
 TIMING_WORDS = ("runtime", "per_second", "flos", "_time")
+# x86 flags (Linux /proc/cpuinfo names) of native bfloat16 dot products; without them oneDNN emulates
+# bfloat16 and autocast runs slower than float32
+CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
+CPU_BF16_CHOICES = ("auto", "on", "off")
 
 
 def hardware() -> dict[str, Any]:
@@ -27,6 +32,42 @@ def hardware() -> dict[str, Any]:
     return {"cuda": cuda, "bf16": cuda and torch.cuda.is_bf16_supported(),
             "flash_attn": cuda and importlib.util.find_spec("flash_attn") is not None,
             "device": torch.cuda.get_device_name(0) if cuda else "cpu"}
+
+
+def cpu_bf16_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> list[str]:
+    """The CPU's native bfloat16 instruction sets named in `cpuinfo` (none where it cannot be read)."""
+    try:
+        text = Path(cpuinfo).read_text()
+    except OSError:
+        return []
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return [f for f in CPU_BF16_FLAGS if f in flags]
+
+
+def cpu_autocast(choice: str | bool, hw: dict, flags: list[str] | None = None) -> tuple[bool, str]:
+    """Whether a trainer on the CPU runs under bfloat16 autocast (float32 master weights), and why.
+    `auto` takes it where the CPU has native bfloat16 (AVX512-BF16 or AMX), `on` everywhere, `off` never.
+    On CUDA it is never taken: the GPU's own choice (hw["bf16"]) stands."""
+    if isinstance(choice, bool):  # a YAML 1.1 reader (PyYAML, some -S paths) turns on / off into booleans
+        choice = "on" if choice else "off"
+    if choice not in CPU_BF16_CHOICES:
+        raise ValueError(f"cpu_bf16 must be one of {', '.join(CPU_BF16_CHOICES)}, not {choice!r}")
+    if hw["cuda"]:
+        return False, "not on CUDA (the GPU's bf16 choice applies)"
+    if choice != "auto":
+        return choice == "on", f"cpu_bf16: {choice}"
+    flags = cpu_bf16_flags() if flags is None else flags
+    return (True, f"the CPU has {', '.join(flags)}") if flags else (False, "the CPU has no native bfloat16")
+
+
+def with_cpu_autocast(hw: dict, choice: str | bool, stage: str) -> dict:
+    """`hw` with the stage's cpu_bf16 choice made (hw["cpu_bf16"]) and logged with its reason."""
+    try:
+        on, why = cpu_autocast(choice, hw)
+    except ValueError as error:
+        raise ValueError(f"{stage}.{error}") from None
+    logging.getLogger(f"ladder.{stage}").info("bfloat16 autocast on the CPU: %s (%s)", "on" if on else "off", why)
+    return {**hw, "cpu_bf16": on}
 
 
 def process_rank() -> tuple[int, int]:
@@ -45,8 +86,8 @@ def is_main_process() -> bool:
 
 
 def begin(stage: str, params_file: str) -> tuple[dict, dict]:
-    """What every training stage does first: logging, its params section, and the hardware it will use,
-    logged with this process's rank."""
+    """What every training stage does first: logging, its params section, and the hardware it will use
+    (with the section's cpu_bf16 choice), logged with this process's rank."""
     from ladder.params import section
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -54,6 +95,12 @@ def begin(stage: str, params_file: str) -> tuple[dict, dict]:
     hw = hardware()
     logging.getLogger(f"ladder.{stage}").info("hardware: %s; attention %s; process %d of %d", hw,
                                               attn_implementation(hw), *process_rank())
+    try:  # absent: off, as before the choice existed
+        hw = with_cpu_autocast(hw, params.get("cpu_bf16", "off"), stage)
+    except ValueError as error:
+        import click
+
+        raise click.ClickException(str(error)) from None
     return params, hw
 
 
@@ -73,11 +120,15 @@ def load_causal_lm(path, hw: dict):
 def trainer_arguments(trainer_params: dict, output_dir: str, seed: int, hw: dict, optim_gpu: str | None = None,
                       optim_cpu: str = "adamw_torch") -> dict[str, Any]:
     """Keyword arguments for a transformers / TRL config: the stage's `trainer` params passed through,
-    plus what the hardware decides (bf16, optimizer) unless params set it, and what keeps outputs clean."""
+    plus what the hardware decides (bf16, optimizer) unless params set it, and what keeps outputs clean.
+    hw["cpu_bf16"] (set by with_cpu_autocast) trains on the CPU under bfloat16 autocast (transformers asks for
+    use_cpu to take bf16 without a GPU)."""
     args = {"output_dir": output_dir, "seed": seed, "data_seed": seed, "report_to": "none",
             "save_strategy": "no", "logging_steps": 10, "disable_tqdm": True, "dataloader_num_workers": 0,
             "optim": (optim_gpu or "adamw_torch") if hw["cuda"] else optim_cpu,
             "bf16": hw["bf16"]}  # explicit: TRL's configs default to bf16, which a CPU cannot run
+    if hw.get("cpu_bf16") and not hw["cuda"]:
+        args.update(bf16=True, use_cpu=True)
     args.update(trainer_params or {})
     return args
 

@@ -59,10 +59,16 @@ def position_bias(judged) -> dict:
     unbiased; a tie is half a win) and how often its pick flips when the order is swapped (TTA averages this away)."""
     if judged.height == 0:
         return {"first_position_preference": None, "flip_rate": None}
-    ab, ba = order_outcomes(judged)
-    first = ((ab + 1 - ba) / 2).mean()
-    flips = ((ab >= 0.5) != (ba >= 0.5)).mean()
-    return {"first_position_preference": rounded(float(first)), "flip_rate": rounded(float(flips))}
+    first, flips = order_figures(*order_outcomes(judged))
+    return {"first_position_preference": rounded(first), "flip_rate": rounded(flips)}
+
+
+def order_figures(ab, ba) -> tuple[float, float]:
+    """(mean share of the first reply, flip rate) from a's soft outcome with a first (`ab`) and with a second
+    (`ba`), over pairs: the one definition the judge's eval (classifier) and the ladder (metrics) both report."""
+    pairs = list(zip(ab, ba))
+    return (sum((x + 1 - y) / 2 for x, y in pairs) / len(pairs),
+            sum((x >= 0.5) != (y >= 0.5) for x, y in pairs) / len(pairs))
 
 
 # ------------------------------------------------------------------------------------------------ the checks

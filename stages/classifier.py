@@ -32,6 +32,7 @@ from pathlib import Path
 import click
 
 from ladder.elo import soft_outcome
+from ladder.validity import order_figures
 
 log = logging.getLogger("ladder.classifier")
 COLUMNS = ("id", "prompt", "response_a", "response_b", "winner", "language", "split")
@@ -108,7 +109,8 @@ def train(model, tokenizer, pairs: list[tuple], params: dict, hw: dict):
     data = Dataset.from_dict({"input_ids": encode(texts, tokenizer, params["max_length"], model.decoder),
                               "labels": [label for *_, label in pairs]})
     live = LiveCallback("classifier", params={k: params.get(k) for k in (*SETTINGS, "preference_share", "swap_augment",
-                                                                         "identical_pairs", "seed", "trainer")})
+                                                                         "identical_pairs", "seed", "cpu_bf16",
+                                                                         "trainer")})
     args = TrainingArguments(**trainer_arguments(params["trainer"], "checkpoints/classifier", params["seed"], hw,
                                                  optim_gpu="adamw_8bit"))
     trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=DataCollatorWithPadding(tokenizer),
@@ -139,14 +141,14 @@ def figures(scored: dict[str, dict], rows: list[dict], labels: list[str], majori
     # the first reply's share in each order, a tie counting half (as the Elo ladder counts it)
     first = [(soft_outcome(s["p_a_ab"], s.get("p_tie_ab")), soft_outcome(s["p_a_ba"], s.get("p_tie_ba")))
              for s in (scored[r["id"]] for r in rows)]
-    flips = [(ab >= 0.5) != (ba >= 0.5) for ab, ba in first]
+    first_share, flip_rate = order_figures(*zip(*first))
     n = len(rows)
     out = {"rows": n,
            "accuracy_tta": sum(p == t for p, t in zip(predicted, truth)) / n,
            "log_loss_tta": log_loss(tta, truth),
            "majority_baseline": sum(t == labels.index(majority) for t in truth) / n,
-           "position_flip_rate": sum(flips) / n,
-           "first_position_preference": sum((ab + 1 - ba) / 2 for ab, ba in first) / n}
+           "position_flip_rate": flip_rate,
+           "first_position_preference": first_share}
     if len(labels) == 2:  # one order only is defined as a two-way choice
         out["accuracy_one_order"] = sum((p >= 0.5) == (t == 0) for p, t in zip(one, truth)) / n
         out["log_loss_one_order"] = log_loss([[p, 1 - p] for p in one], truth)

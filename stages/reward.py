@@ -36,7 +36,7 @@ def load_feedback(path: str | Path) -> dict[str, dict[str, list]]:
                     "label": df.filter(pl.col("split") == split)["label"].to_list()} for split in ("train", "eval")}
 
 
-TRAINING_KEYS = ("objective", "max_length", "lora", "seed", "score_batch_size", "trainer")  # as dvc.yaml declares
+TRAINING_KEYS = ("objective", "max_length", "lora", "seed", "score_batch_size", "cpu_bf16", "trainer")  # as dvc.yaml declares
 
 
 def build_model(base: str | Path, objective: str, lora: dict | None, seed: int, pad_token_id: int | None = None):
@@ -69,7 +69,7 @@ def train(model, tokenizer, texts: list[str], labels: list[float], params: dict,
     data = Dataset.from_dict({"text": texts, "label": [int(y) if classification else float(y) for y in labels]})
     data = data.map(lambda b: tokenizer(b["text"], truncation=True, max_length=params["max_length"]),
                     batched=True, remove_columns=["text"])
-    live = LiveCallback("reward", params={k: params[k] for k in TRAINING_KEYS})
+    live = LiveCallback("reward", params={k: params.get(k) for k in TRAINING_KEYS})
     args = TrainingArguments(**trainer_arguments(params["trainer"], "checkpoints/reward", params["seed"], hw))
     trainer = Trainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
                       data_collator=DataCollatorWithPadding(tokenizer), callbacks=[live])

@@ -263,6 +263,7 @@ def test_the_stage_writes_figures_per_source(backbones, tmp_path, monkeypatch):
     (tmp_path / "models/judge_base").symlink_to(backbones / "bert")
     params = {"classifier": {**SETTINGS, "preference_share": 1.0, "lora": LORA_BERT, "swap_augment": True,
                              "seed": 0, "eval_batch_size": 8, "launcher": "python",
+                             "cpu_bf16": "on",  # the CPU autocast path, on any CPU (emulated where not native)
                              "trainer": {"max_steps": 2, "per_device_train_batch_size": 4}}}
     (tmp_path / "params.yaml").write_text(json.dumps(params))
     result = CliRunner().invoke(main, [], catch_exceptions=False)

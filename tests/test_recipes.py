@@ -10,7 +10,7 @@ import pytest
 
 from ladder.params import load_params
 from ladder.recipes import apply, merge
-from ladder.training import trainer_arguments
+from ladder.training import cpu_autocast, cpu_bf16_flags, trainer_arguments, with_cpu_autocast
 
 REPO = Path(__file__).resolve().parents[1]
 CPU = {"cuda": False, "bf16": False, "flash_attn": False, "device": "cpu"}
@@ -67,6 +67,26 @@ def test_hardware_decides_precision_and_optimizer_unless_params_do():
     cpu = trainer_arguments({}, "o", 0, CPU, optim_gpu="paged_adamw_32bit")
     assert cpu["optim"] == "adamw_torch" and cpu["bf16"] is False and cpu["report_to"] == "none"
     assert trainer_arguments({"optim": "sgd"}, "o", 0, CPU)["optim"] == "sgd"
+
+
+def test_cpu_bf16_follows_the_cpus_own_bfloat16_and_never_touches_cuda(tmp_path):
+    info = tmp_path / "cpuinfo"
+    info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx512f avx512_bf16 avx512bw\n\nprocessor\t: 1\n")
+    assert cpu_bf16_flags(info) == ["avx512_bf16"]
+    info.write_text("flags\t\t: fpu sse2 avx2 avx512f\n")
+    assert cpu_bf16_flags(info) == [] and cpu_bf16_flags(tmp_path / "missing") == []
+    assert cpu_autocast("auto", CPU, ["amx_bf16"])[0] is True
+    assert cpu_autocast("auto", CPU, [])[0] is False
+    assert cpu_autocast("on", CPU, [])[0] is True and cpu_autocast("off", CPU, ["avx512_bf16"])[0] is False
+    assert cpu_autocast("on", GPU, ["avx512_bf16"])[0] is False  # the GPU keeps its own choice
+    assert cpu_autocast(True, CPU, [])[0] is True and cpu_autocast(False, CPU, ["amx_bf16"])[0] is False  # YAML 1.1
+    with pytest.raises(ValueError, match="classifier.cpu_bf16 must be one of auto, on, off, not 'yes'"):
+        with_cpu_autocast(CPU, "yes", "classifier")
+    on = trainer_arguments({}, "o", 0, with_cpu_autocast(CPU, "on", "reward"))
+    assert on["bf16"] is True and on["use_cpu"] is True
+    assert "use_cpu" not in trainer_arguments({}, "o", 0, with_cpu_autocast(CPU, "off", "reward"))
+    gpu = trainer_arguments({}, "o", 0, {**GPU, "cpu_bf16": True})
+    assert gpu["bf16"] is True and "use_cpu" not in gpu
 
 
 def test_merge_is_recursive_and_replaces_leaves():
