@@ -16,7 +16,8 @@ only). metrics/judge.json gives the eval figures overall and per table (`by_sour
 
 `ties: drop` trains and scores two labels (model_a, model_b); `ties: class` adds tie as a third.
 `swap_augment` adds every train pair again with a and b swapped and the label flipped; `identical_pairs` adds
-a share of train replies against themselves, labelled both ways, so equal replies come out even.
+a share of train replies against themselves, labelled once as a win for each side (`identical_label: each`)
+or as a tie (`tie`), so equal replies come out even.
 `quantization: int8 | nf4` loads the backbone through bitsandbytes (QLoRA), with the quantize stage's settings.
 
 Usage:
@@ -78,13 +79,22 @@ def load_rows(arena: str | Path, preferences: str | Path, ties: str, share: floa
     return data, dropped
 
 
-def training_pairs(rows: list[dict], labels: list[str], swap: bool,
-                   identical: float = 0.0) -> list[tuple[str, str, str, int]]:
+IDENTICAL_LABELS = ("each", "tie")
+
+
+def training_pairs(rows: list[dict], labels: list[str], swap: bool, identical: float = 0.0,
+                   identical_label: str = "each") -> list[tuple[str, str, str, int]]:
     """(prompt, first, second, label) per row, and the swapped copy with the label flipped when `swap`.
-    `identical`: the share of rows (a stable hash of the id) that also give a reply against itself, once
-    with each label (or as a tie with three labels), so the judge learns that two equal replies are even:
-    swapping alone never shows it such a pair, and it then favoured one position on them."""
+    `identical`: the share of rows (a stable hash of the id) that also give a reply against itself, so the
+    judge learns that two equal replies are even: swapping alone never shows it such a pair, and it then
+    favoured one position on them. `identical_label`: `each` labels the pair once as a win for each side,
+    `tie` once as a tie (three labels only). A tie taught the judge to call near-equal replies a tie too,
+    whose outcome, near 0.5, then flipped with the order."""
     from ladder.records import unit_interval
+
+    if identical_label not in IDENTICAL_LABELS or (identical_label == "tie" and "tie" not in labels):
+        raise ValueError(f"classifier.identical_label must be each{' or tie' if 'tie' in labels else ''}, "
+                         f"not {identical_label!r}")
 
     flip = {"model_a": "model_b", "model_b": "model_a", "tie": "tie"}
     pairs = [(r["prompt"], r["response_a"], r["response_b"], labels.index(r["winner"])) for r in rows]
@@ -93,7 +103,7 @@ def training_pairs(rows: list[dict], labels: list[str], swap: bool,
     for r in rows:
         if identical and unit_interval("identical", r["id"]) < identical:
             reply = r["response_a"] if unit_interval("identical-reply", r["id"]) < 0.5 else r["response_b"]
-            even = [labels.index("tie")] if "tie" in labels else [0, 1]
+            even = [labels.index("tie")] if identical_label == "tie" else [0, 1]
             pairs += [(r["prompt"], reply, reply, label) for label in even]
     return pairs
 
@@ -109,7 +119,7 @@ def train(model, tokenizer, pairs: list[tuple], params: dict, hw: dict):
     data = Dataset.from_dict({"input_ids": encode(texts, tokenizer, params["max_length"], model.decoder),
                               "labels": [label for *_, label in pairs]})
     live = LiveCallback("classifier", params={k: params.get(k) for k in (*SETTINGS, "preference_share", "swap_augment",
-                                                                         "identical_pairs", "seed", "cpu_bf16",
+                                                                         "identical_pairs", "identical_label", "seed", "cpu_bf16",
                                                                          "trainer")})
     args = TrainingArguments(**trainer_arguments(params["trainer"], "checkpoints/classifier", params["seed"], hw,
                                                  optim_gpu="adamw_8bit"))
@@ -200,13 +210,14 @@ def main(params_file: str) -> None:
     labels = list(LABELS[:3 if params["ties"] == "class" else 2])
     start = time.perf_counter()
     try:
+        pairs = training_pairs(data["train"], labels, params["swap_augment"], params.get("identical_pairs", 0.0),
+                               params.get("identical_label", "each"))
         model = build_judge("models/judge_base", len(labels), params["head_dropout"], params["quantization"],
                             params.get("lora"), params["seed"], hw["cuda"], hw["bf16"])
     except ValueError as error:  # a bad setting or a backbone bitsandbytes cannot take: one line, no traceback
         raise click.ClickException(str(error)) from None
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained("models/judge_base"), is_decoder(model.backbone.config))
-    figures = train(model, tokenizer, training_pairs(data["train"], labels, params["swap_augment"],
-                                                     params.get("identical_pairs", 0.0)), params, hw)
+    figures = train(model, tokenizer, pairs, params, hw)
     train_seconds = time.perf_counter() - start
     if not is_main_process():
         return
