@@ -88,13 +88,12 @@ def training_pairs(rows: list[dict], labels: list[str], swap: bool, identical: f
     `identical`: the share of rows (a stable hash of the id) that also give a reply against itself, so the
     judge learns that two equal replies are even: swapping alone never shows it such a pair, and it then
     favoured one position on them. `identical_label`: `each` labels the pair once as a win for each side,
-    `tie` once as a tie (three labels only). A tie taught the judge to call near-equal replies a tie too,
-    whose outcome, near 0.5, then flipped with the order."""
+    `tie` once as a tie; a two-label judge has no tie, so there it is always `each`. (In trials, ties kept the
+    judge even on equal replies but it flipped more near-equal pairs with the order: README, the judge.)"""
     from ladder.records import unit_interval
 
-    if identical_label not in IDENTICAL_LABELS or (identical_label == "tie" and "tie" not in labels):
-        raise ValueError(f"classifier.identical_label must be each{' or tie' if 'tie' in labels else ''}, "
-                         f"not {identical_label!r}")
+    if identical_label not in IDENTICAL_LABELS:
+        raise ValueError(f"classifier.identical_label must be each or tie, not {identical_label!r}")
 
     flip = {"model_a": "model_b", "model_b": "model_a", "tie": "tie"}
     pairs = [(r["prompt"], r["response_a"], r["response_b"], labels.index(r["winner"])) for r in rows]
@@ -103,7 +102,7 @@ def training_pairs(rows: list[dict], labels: list[str], swap: bool, identical: f
     for r in rows:
         if identical and unit_interval("identical", r["id"]) < identical:
             reply = r["response_a"] if unit_interval("identical-reply", r["id"]) < 0.5 else r["response_b"]
-            even = [labels.index("tie")] if identical_label == "tie" else [0, 1]
+            even = [labels.index("tie")] if identical_label == "tie" and "tie" in labels else [0, 1]
             pairs += [(r["prompt"], reply, reply, label) for label in even]
     return pairs
 

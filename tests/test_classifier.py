@@ -230,8 +230,7 @@ def test_identical_pairs_are_labelled_both_ways_or_as_a_tie():
     assert len(each) == 80 and [label for *_, label in each] == [0, 1] * 40  # three labels, a win for each side
     ties = training_pairs(data, ["model_a", "model_b", "tie"], False, identical=1.0, identical_label="tie")[40:]
     assert len(ties) == 40 and {label for *_, label in ties} == {2}
-    with pytest.raises(ValueError, match="identical_label must be each, not 'tie'"):
-        training_pairs(data, ["model_a", "model_b"], True, identical=0.5, identical_label="tie")
+    assert training_pairs(data, ["model_a", "model_b"], True, identical=0.5, identical_label="tie") == some  # no tie
     with pytest.raises(ValueError, match="identical_label must be each or tie, not 'both'"):
         training_pairs(data, ["model_a", "model_b", "tie"], True, identical_label="both")
 
