@@ -170,12 +170,13 @@ def test_queued_experiments_run_two_at_a_time(project):
     header = [c.strip() for c in lines[0].strip("|").split("|")]
     rows = {rate: [c.strip() for c in next(line for line in lines if f"lr-{rate}" in line).strip("|").split("|")]
             for rate in rates}
-    assert "classifier.trainer.learning_rate" in header and "accuracy_tta" in header, header
+    # log loss, not accuracy: after two steps the three judges may well pick the same labels on a few eval rows
+    assert "classifier.trainer.learning_rate" in header and "log_loss_tta" in header, header
     assert {float(rows[r][header.index("classifier.trainer.learning_rate")]) for r in rates} == {1e-3, 2e-3, 4e-3}
     # each experiment carries the judge metrics of its own run
     judged = [header.index(c) for c in header if c.startswith(("accuracy", "log_loss"))]
     assert len({tuple(rows[r][i] for i in judged) for r in rates}) == 3
-    assert all(re.fullmatch(r"0\.\d+", rows[r][header.index("accuracy_tta")]) for r in rates)
+    assert all(re.fullmatch(r"\d+\.\d+", rows[r][header.index("log_loss_tta")]) for r in rates)
 
 
 def test_a_judge_variant_reruns_only_the_judge_and_what_reads_it(project):
