@@ -38,22 +38,35 @@ def judge_share_mask(pairs: pl.DataFrame, share: float) -> pl.Series:
                      dtype=pl.Boolean)
 
 
-def judge_rows(pairs: pl.DataFrame, share: float) -> tuple[list[dict], int]:
+def judge_rows(pairs: pl.DataFrame, share: float, rejected_ties: bool = False) -> tuple[list[dict], int]:
     """The judge's share of `pairs` as judge rows (id order), and how many ties (chosen == rejected) were
-    dropped: a pair with nothing to choose between teaches the judge nothing."""
+    dropped: a pair with nothing to choose between teaches the judge nothing. With `rejected_ties`, two
+    different replies the user rejected in one turn (chai-dpo's rejected list, a run of swipes) also make a row,
+    labelled a tie: neither was kept. Without them a judge only ever sees a good reply against a bad one, and on
+    two replies of one kind it had learnt nothing to go by but their positions (README, the judge)."""
     from ladder.reward_model import role_lines
 
     missing = [c for c in PREFERENCE_COLUMNS if c not in pairs.columns]
     if missing:
         raise ValueError(f"column(s) {missing} missing")
     rows, ties = [], 0
+    rejected: dict[tuple[str, str], list[dict]] = {}
     for pair in pairs.filter(judge_share_mask(pairs, share)).sort("id").iter_rows(named=True):
         if pair["chosen"].strip() == pair["rejected"].strip():
             ties += 1
             continue
+        rejected.setdefault((pair["source"], pair["row"]), []).append(pair)
         chosen_first = unit_interval(ORDER_SALT, pair["id"]) < 0.5
         a, b = (pair["chosen"], pair["rejected"]) if chosen_first else (pair["rejected"], pair["chosen"])
-        rows.append({"id": pair["id"], "table": "preferences", "prompt": role_lines(pair["prompt"]),
-                     "response_a": a, "response_b": b, "winner": "model_a" if chosen_first else "model_b",
-                     "language": "unknown", "split": pair["split"]})
-    return rows, ties
+        rows.append(judge_row(pair, role_lines(pair["prompt"]), a, b, "model_a" if chosen_first else "model_b"))
+    if rejected_ties:
+        rows += [judge_row(first, role_lines(first["prompt"]), first["rejected"], second["rejected"], "tie",
+                           f"{first['id']}+{second['id']}")
+                 for group in rejected.values() for first, second in zip(group, group[1:])
+                 if first["rejected"].strip() != second["rejected"].strip()]
+    return sorted(rows, key=lambda r: r["id"]), ties
+
+
+def judge_row(pair: dict, prompt: str, a: str, b: str, winner: str, row_id: str | None = None) -> dict:
+    return {"id": row_id or pair["id"], "table": "preferences", "prompt": prompt, "response_a": a, "response_b": b,
+            "winner": winner, "language": "unknown", "split": pair["split"]}

@@ -4,8 +4,8 @@ A learned judge ranks models only as well as it reads the replies in front of it
 evidence into a figure, a threshold from params (`metrics.validity`) and a pass/fail:
 - identical_pairs: P(first wins) of a reply against itself, one order, no TTA: 0.5 when the judge reads replies,
   not positions;
-- flip_rate: how often the judge's pick on the generated pairs (two different replies) changes when the order is
-  swapped;
+- flip_rate: how often the judge's pick (a, b, or for a three-label judge tie) on the generated pairs (two
+  different replies) changes when the order is swapped;
 - control_separation: P(reference beats shuffled) (the data's own next reply against a fluent, in-domain, off-topic
   reply), with a bootstrap interval over prompts: a judge that cannot tell them apart is not measuring replies;
 - judge_reward_agreement: how often the judge and the reward model, trained on different rows, pick the same reply;
@@ -41,34 +41,49 @@ def agreement_votes(judgments, rewards) -> list[bool]:
             for prompt, a, b, p in judgments if rewards[(prompt, a)] != rewards[(prompt, b)] and p != 0.5]
 
 
-def order_outcomes(judged):
-    """a's soft outcome in each order alone: (a, b) and (b, a). A three-label judge's tie probabilities per order
-    (p_tie_ab, p_tie_ba) must be there, or the figures would read every tie as a loss for a."""
-    ab, ba = judged["p_a_ab"], judged["p_a_ba"]
+def order_outcomes(judged) -> tuple[list[tuple[float, float | None]], list[tuple[float, float | None]]]:
+    """a's (P(a wins), P(tie)) in each order alone: (a, b) and (b, a); P(tie) is None for a two-label judge. A
+    three-label judge's tie probabilities per order (p_tie_ab, p_tie_ba) must be there, or the figures would read
+    every tie as a loss for a."""
+    n = judged.height
+    ties_ab = ties_ba = [None] * n
     if "p_tie" in judged.columns and judged["p_tie"].is_not_null().any():
         for column in ("p_tie_ab", "p_tie_ba"):
             if column not in judged.columns:
                 raise ValueError(f"judgments: column {column!r} is missing: a three-label judge (p_tie set) needs "
                                  "the tie probability of each order for the position-bias figures")
-        ab, ba = ab + judged["p_tie_ab"].fill_null(0.0) / 2, ba + judged["p_tie_ba"].fill_null(0.0) / 2
-    return ab, ba
+        ties_ab, ties_ba = judged["p_tie_ab"].fill_null(0.0).to_list(), judged["p_tie_ba"].fill_null(0.0).to_list()
+    return list(zip(judged["p_a_ab"], ties_ab)), list(zip(judged["p_a_ba"], ties_ba))
 
 
 def position_bias(judged) -> dict:
     """How the judge treated the order of the replies: the first reply's mean soft outcome over both orders (0.5 is
-    unbiased; a tie is half a win) and how often its pick flips when the order is swapped (TTA averages this away)."""
+    unbiased; a tie is half a win) and how often its pick flips when the order is swapped (TTA averages this
+    away)."""
     if judged.height == 0:
         return {"first_position_preference": None, "flip_rate": None}
     first, flips = order_figures(*order_outcomes(judged))
     return {"first_position_preference": rounded(first), "flip_rate": rounded(flips)}
 
 
+def pick(p_a: float, p_tie: float | None = None) -> str:
+    """The judge's pick on one order, from a's side: its most probable label, a, b or (three labels) tie, as
+    MT-Bench's judges answer A, B or tie; a two-label judge picks a at P(a) >= 0.5."""
+    if p_tie is None:
+        return "a" if p_a >= 0.5 else "b"
+    probabilities = {"a": p_a, "b": 1 - p_a - p_tie, "tie": p_tie}
+    return max(probabilities, key=probabilities.get)
+
+
 def order_figures(ab, ba) -> tuple[float, float]:
-    """(mean share of the first reply, flip rate) from a's soft outcome with a first (`ab`) and with a second
-    (`ba`), over pairs: the one definition the judge's eval (classifier) and the ladder (metrics) both report."""
+    """(mean share of the first reply, flip rate) from a's (P(a wins), P(tie)) with a first (`ab`) and with a
+    second (`ba`), over pairs: the one definition the judge's eval (classifier) and the ladder (metrics) both
+    report. The share counts a tie half; a flip is a pair whose pick changes with the order (MT-Bench's
+    inconsistency: a, b and tie are three answers), so a judge that calls two replies of one kind a tie in both
+    orders is consistent, where the soft outcome (near 0.5 on both sides) would flip on noise."""
     pairs = list(zip(ab, ba))
-    return (sum((x + 1 - y) / 2 for x, y in pairs) / len(pairs),
-            sum((x >= 0.5) != (y >= 0.5) for x, y in pairs) / len(pairs))
+    return (sum((soft_outcome(*x) + 1 - soft_outcome(*y)) / 2 for x, y in pairs) / len(pairs),
+            sum(pick(*x) != pick(*y) for x, y in pairs) / len(pairs))
 
 
 # ------------------------------------------------------------------------------------------------ the checks
@@ -104,9 +119,12 @@ def check_flip_rate(generated_judgments, max_flip_rate: float, replies: dict | N
     if rate is None:
         return ({"value": None, "threshold": max_flip_rate, "pass": False, "pairs": 0, "equal_replies_left_out": same},
                 "no pair of different generated replies was judged: the flip rate needs two generated models")
+    ab, ba = order_outcomes(generated_judgments)
+    # beside it, the reading before picks counted a tie (a's soft outcome either side of 0.5): for comparison
+    soft = sum((soft_outcome(*x) >= 0.5) != (soft_outcome(*y) >= 0.5) for x, y in zip(ab, ba)) / len(ab)
     figures = {"value": rate, "threshold": max_flip_rate, "pass": rate <= max_flip_rate,
                "first_position_preference": bias["first_position_preference"], "pairs": generated_judgments.height,
-               "equal_replies_left_out": same}
+               "equal_replies_left_out": same, "soft_outcome_flip_rate": rounded(soft)}
     return figures, None if figures["pass"] else (
         f"the judge's pick flips with the order on {rate:.0%} of the generated pairs (at most {max_flip_rate:.0%})")
 

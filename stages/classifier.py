@@ -32,7 +32,6 @@ from pathlib import Path
 
 import click
 
-from ladder.elo import soft_outcome
 from ladder.validity import order_figures
 
 log = logging.getLogger("ladder.classifier")
@@ -58,9 +57,11 @@ def load_arena(path: str | Path, ties: str) -> dict[str, list[dict]]:
     return {s: df.filter(pl.col("split") == s).to_dicts() for s in ("train", "eval")}
 
 
-def load_rows(arena: str | Path, preferences: str | Path, ties: str, share: float) -> tuple[dict[str, list[dict]], int]:
+def load_rows(arena: str | Path, preferences: str | Path, ties: str, share: float,
+              rejected_ties: bool = False) -> tuple[dict[str, list[dict]], int]:
     """The arena rows and the judge's share of the preference pairs, per split in id order, and the number of
-    preference ties dropped. With share 0 the preferences file is not read (the WSDM setting)."""
+    preference ties dropped. With share 0 the preferences file is not read (the WSDM setting). With ties as a
+    class and `rejected_ties`, two replies rejected in one turn are a tie row (ladder.holdout.judge_rows)."""
     import polars as pl
 
     from ladder.holdout import check_share, judge_rows
@@ -71,7 +72,7 @@ def load_rows(arena: str | Path, preferences: str | Path, ties: str, share: floa
     if not Path(preferences).is_file():
         raise ValueError(f"{preferences}: file not found (classifier.preference_share is {share})")
     try:
-        pairs, dropped = judge_rows(pl.read_parquet(preferences), share)
+        pairs, dropped = judge_rows(pl.read_parquet(preferences), share, rejected_ties and ties == "class")
     except ValueError as error:
         raise ValueError(f"{preferences}: {error}") from None
     for split in data:
@@ -147,10 +148,8 @@ def figures(scored: dict[str, dict], rows: list[dict], labels: list[str], majori
     tta = [tta_probabilities(scored[r["id"]], labels) for r in rows]
     predicted = [predicted_label(scored[r["id"]], labels) for r in rows]
     one = [scored[r["id"]]["p_a_ab"] for r in rows]
-    # the first reply's share in each order, a tie counting half (as the Elo ladder counts it)
-    first = [(soft_outcome(s["p_a_ab"], s.get("p_tie_ab")), soft_outcome(s["p_a_ba"], s.get("p_tie_ba")))
-             for s in (scored[r["id"]] for r in rows)]
-    first_share, flip_rate = order_figures(*zip(*first))
+    orders = [((s["p_a_ab"], s.get("p_tie_ab")), (s["p_a_ba"], s.get("p_tie_ba"))) for s in (scored[r["id"]] for r in rows)]
+    first_share, flip_rate = order_figures(*zip(*orders))
     n = len(rows)
     out = {"rows": n,
            "accuracy_tta": sum(p == t for p, t in zip(predicted, truth)) / n,
@@ -203,7 +202,7 @@ def main(params_file: str) -> None:
     params, hw = begin("classifier", params_file)
     try:
         data, ties_dropped = load_rows("data/clean/arena.parquet", "data/clean/preferences.parquet", params["ties"],
-                                       params.get("preference_share", 0))
+                                       params.get("preference_share", 0), params.get("rejected_ties", False))
     except ValueError as error:
         raise click.ClickException(str(error)) from None
     labels = list(LABELS[:3 if params["ties"] == "class" else 2])
@@ -234,7 +233,9 @@ def main(params_file: str) -> None:
     stable, timings = split_timings(figures)
     train_by_source = {t: sum(r["table"] == t for r in data["train"]) for t in sorted({r["table"] for r in data["train"]})}
     write_json(rounded({**metrics, "train_rows": len(data["train"]), "train_rows_by_source": train_by_source,
-                        "preference_ties_dropped": ties_dropped, "train_loss": stable["train_loss"]}),
+                        "preference_ties_dropped": ties_dropped,
+                        "train_rejected_ties": sum(r["table"] == "preferences" and r["winner"] == "tie" for r in data["train"]),
+                        "train_loss": stable["train_loss"]}),
                "metrics/judge.json")
     for name, rows in plots.items():
         write_json(rounded(rows), f"plots/judge/{name}.json")

@@ -216,6 +216,24 @@ def test_rows_from_the_arena_and_the_judge_s_share_of_preferences(tmp_path):
         load_rows(tmp_path / "arena.parquet", tmp_path / "preferences.parquet", "drop", 2)
 
 
+def test_rejected_replies_of_one_turn_are_a_tie_only_for_a_three_label_judge(tmp_path):
+    pl.DataFrame([r for r in rows(4)]).with_columns(pl.lit("train").alias("split")).write_parquet(
+        tmp_path / "arena.parquet")
+    pl.DataFrame([{"id": f"p{i:02d}{k}", "source": "chai_dpo", "row": str(i),
+                   "prompt": [{"role": "user", "content": f"Hello {i}"}], "chosen": f"*smiles* Hello {i}, friend.",
+                   "rejected": f"no {k}", "split": "train"} for i in range(6) for k in range(2)]).write_parquet(
+        tmp_path / "preferences.parquet")
+    args = (tmp_path / "arena.parquet", tmp_path / "preferences.parquet")
+    three, _ = load_rows(*args, "class", 1.0, rejected_ties=True)
+    ties = [r for r in three["train"] if r["table"] == "preferences" and r["winner"] == "tie"]
+    assert len(ties) == 6 and all({r["response_a"], r["response_b"]} == {"no 0", "no 1"} for r in ties)
+    two, _ = load_rows(*args, "drop", 1.0, rejected_ties=True)  # a two-label judge has no tie to learn
+    assert not [r for r in two["train"] if r["winner"] == "tie"]
+    assert len(two["train"]) == len(three["train"]) - 6 - sum(r["winner"] == "tie" for r in rows(4))
+    off, _ = load_rows(*args, "class", 1.0)
+    assert not [r for r in off["train"] if r["table"] == "preferences" and r["winner"] == "tie"]
+
+
 def test_identical_pairs_are_labelled_both_ways_or_as_a_tie():
     data = rows(40)
     plain = training_pairs(data, ["model_a", "model_b"], True)
@@ -277,6 +295,7 @@ def test_the_stage_writes_figures_per_source(backbones, tmp_path, monkeypatch):
     assert metrics["train_rows_by_source"] == {"arena": 12, "preferences": 16} and metrics["train_rows"] == 28
     assert {k: v["rows"] for k, v in metrics["by_source"].items()} == {"arena": 6, "preferences": 8}
     assert metrics["eval_rows"] == 14 and metrics["preference_ties_dropped"] == 0
+    assert metrics["train_rejected_ties"] == 0  # one rejected reply per source row: nothing to pair
     for key in ("accuracy_tta", "majority_baseline", "position_flip_rate", "first_position_preference"):
         assert 0 <= metrics[key] <= 1 and all(0 <= v[key] <= 1 for v in metrics["by_source"].values())
 

@@ -74,6 +74,28 @@ def test_judge_rows_are_balanced_hold_the_chosen_reply_as_winner_and_drop_ties()
         judge_rows(pairs.drop("rejected"), 0.5)
 
 
+def test_replies_rejected_in_one_turn_make_tie_rows_only_when_asked():
+    pairs = preferences(n_rows=30, per_row=3)
+    plain, _ = judge_rows(pairs, 1.0)
+    rows, _ = judge_rows(pairs, 1.0, rejected_ties=True)
+    ties = [r for r in rows if r["winner"] == "tie"]
+    assert not [r for r in plain if r["winner"] == "tie"]
+    assert len(ties) == 30 * 2  # consecutive rejected replies of each source row: k - 1 rows for k replies
+    assert [r for r in rows if r["winner"] != "tie"] == plain
+    assert [r["id"] for r in rows] == sorted(r["id"] for r in rows)
+    by_id = {p["id"]: p for p in pairs.iter_rows(named=True)}
+    for tie in ties:
+        first, second = (by_id[i] for i in tie["id"].split("+"))
+        assert (first["source"], first["row"], first["split"]) == (second["source"], second["row"], tie["split"])
+        assert {tie["response_a"], tie["response_b"]} == {first["rejected"], second["rejected"]}
+        assert tie["prompt"] == role_lines(first["prompt"]) and tie["table"] == "preferences"
+    # two rejected replies alike hold nothing to call even; a lone rejected reply has no partner
+    alike = pairs.with_columns(pl.lit("no").alias("rejected"))
+    assert not [r for r in judge_rows(alike, 1.0, rejected_ties=True)[0] if r["winner"] == "tie"]
+    assert not [r for r in judge_rows(preferences(n_rows=30, per_row=1), 1.0, rejected_ties=True)[0]
+                if r["winner"] == "tie"]
+
+
 def test_the_prompt_field_is_what_inference_gives_the_judge():
     from stages.inference import pairwise
 

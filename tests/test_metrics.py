@@ -230,7 +230,7 @@ def test_win_matrix_agreement_and_position_bias_count_a_tie_as_half():
     # Soft outcome per order: p0 0.6 and 0.2, p1 0.25 and 0.25; the first reply's share is (ab + 1 - ba) / 2.
     bias = position_bias(judged)
     assert bias["first_position_preference"] == pytest.approx(((0.6 + 0.8) / 2 + (0.25 + 0.75) / 2) / 2)
-    assert bias["flip_rate"] == 0.5  # p0 flips (0.6 against 0.2), p1 does not
+    assert bias["flip_rate"] == 0.5  # p0 flips (tie, then y: 0.7), p1 does not (y both times)
 
 
 def test_a_three_label_judgment_without_per_order_ties_is_refused():

@@ -14,7 +14,7 @@ from ladder.controls import control_replies, derangement, eval_prompts, held_out
 from ladder.elo import ELO_SCALE, bootstrap_elo, fit_elo, fit_elo_controlled, length_feature
 from ladder.examples import best_generated, review_examples
 from ladder.validity import (CHECKS, check_agreement, check_control_separation, check_flip_rate,
-                             check_identical_pairs, check_length, length_correlation, verdict)
+                             check_identical_pairs, check_length, length_correlation, pick, verdict)
 
 
 # ------------------------------------------------------------------------------------------------ controls
@@ -100,6 +100,22 @@ def test_flip_rate_check():
     assert first_wins["first_position_preference"] == pytest.approx(0.86)
     empty, reason = check_flip_rate(orders([], []), 0.2)
     assert not empty["pass"] and "two generated models" in reason
+
+
+def test_a_flip_is_a_changed_pick_and_a_tie_is_a_pick():
+    """MT-Bench's consistency: a three-label judge that calls two replies of one kind a tie in both orders is
+    consistent, though a's soft outcome (a tie counting half) falls either side of 0.5; a tie in one order and a
+    pick in the other is a flip."""
+    assert pick(0.6) == "a" and pick(0.5) == "a" and pick(0.4) == "b"
+    assert pick(0.2, 0.7) == "tie" and pick(0.5, 0.1) == "a" and pick(0.1, 0.3) == "b"
+    tie_both = orders([0.16, 0.1], [0.14, 0.12]).with_columns(  # soft outcomes 0.51 / 0.49 and 0.5 / 0.5
+        p_tie=pl.Series([0.7, 0.8]), p_tie_ab=pl.Series([0.7, 0.8]), p_tie_ba=pl.Series([0.7, 0.76]))
+    steady, _ = check_flip_rate(tie_both, 0.2)
+    assert steady["value"] == 0.0 and steady["pass"] and steady["soft_outcome_flip_rate"] == 0.5
+    half = orders([0.2, 0.8], [0.6, 0.7]).with_columns(  # tie then a; a then a
+        p_tie=pl.Series([0.3, 0.1]), p_tie_ab=pl.Series([0.7, 0.1]), p_tie_ba=pl.Series([0.1, 0.1]))
+    flipped, _ = check_flip_rate(half, 0.2)
+    assert flipped["value"] == 0.5 and not flipped["pass"]
 
 
 def test_flip_rate_leaves_out_pairs_of_equal_replies():
