@@ -8,7 +8,9 @@ Qwen) are padded on the left and read at the last position, which is then always
 encoder backbones (BERT-like) are padded on the right and read at [CLS], because their position embeddings
 are absolute and left padding would shift them.
 
-Head: Dropout -> Linear(h, h/2) -> Dropout -> GELU -> Linear(h/2, n), n = 2 (a wins, b wins) or 3 (+ tie).
+Head `cls` (the recipe's): Dropout -> Linear(h, h/2) -> Dropout -> GELU -> Linear(h/2, n) over the pooled
+position, n = 2 (a wins, b wins) or 3 (+ tie). Head `replies`: the mean of each reply's own tokens, a scored from
+(a, b) and b from (b, a) by one shared scorer, a tie from their sum and difference (RepliesHead).
 Test-time augmentation scores (a, b) and (b, a) and averages P(a wins) from both; the two passes are matched
 by (row id, order), never by position, so any batching or length sort gives the same answer.
 
@@ -26,6 +28,8 @@ from torch import nn
 
 CONFIG_FILE, HEAD_FILE = "judge.json", "head.safetensors"
 LABELS = ("model_a", "model_b", "tie")
+HEADS = ("cls", "replies")
+A_MARK, B_MARK = "\n\n<response_a>: ", "\n\n<response_b>: "
 
 
 def fix(text: str) -> str:
@@ -55,7 +59,7 @@ def judge_fields(prompt: str, a: str, b: str, tokenizer=None, field_budget: dict
 
 
 def layout(prompt: str, a: str, b: str) -> str:
-    return f"<prompt>: {prompt}\n\n<response_a>: {a}\n\n<response_b>: {b}"
+    return f"<prompt>: {prompt}{A_MARK}{a}{B_MARK}{b}"
 
 
 def judge_text(prompt: str, a: str, b: str, tokenizer=None, field_budget: dict | None = None) -> str:
@@ -86,25 +90,92 @@ def encode(texts: list[str], tokenizer, max_length: int, decoder: bool) -> list[
     return [row + [tokenizer.eos_token_id] for row in ids]
 
 
+def encode_segments(fields: list[tuple[str, str, str]], tokenizer, max_length: int,
+                    decoder: bool) -> tuple[list[list[int]], list[list[int]]]:
+    """The token ids `encode` gives for the laid-out fields, and for each token the reply it belongs to (1: a,
+    2: b, 0: prompt, markers, special tokens), from the tokenizer's character offsets (a fast tokenizer's)."""
+    texts = [layout(*f) for f in fields]
+    encoded = tokenizer(texts, truncation=True, max_length=max_length - 1 if decoder else max_length,
+                        return_offsets_mapping=True)
+    ids, segments = [], []
+    for (prompt, a, b), text, row, offsets in zip(fields, texts, encoded["input_ids"], encoded["offset_mapping"]):
+        start_a = len("<prompt>: ") + len(prompt) + len(A_MARK)
+        start_b = len(text) - len(b)
+        # a token belongs to a reply when it holds one of its characters (a byte-level BPE token also holds the
+        # space before the reply)
+        spans = ((1, start_a, start_a + len(a)), (2, start_b, len(text)))
+        row_segments = [next((k for k, low, high in spans if min(end, high) > max(start, low)), 0)
+                        for start, end in offsets]
+        ids.append(row + [tokenizer.eos_token_id] if decoder else row)
+        segments.append(row_segments + [0] if decoder else row_segments)
+    return ids, segments
+
+
+def pad_batch(tokenizer, features: list[dict]) -> dict:
+    """tokenizer.pad, and `segments` (when the rows have them) padded with 0 on the tokenizer's padding side."""
+    batch = tokenizer.pad([{k: v for k, v in f.items() if k != "segments"} for f in features], return_tensors="pt")
+    if "segments" in features[0]:
+        width = batch["input_ids"].shape[1]
+        left = tokenizer.padding_side == "left"
+        batch["segments"] = torch.tensor([[0] * (width - len(f["segments"])) + list(f["segments"]) if left
+                                          else list(f["segments"]) + [0] * (width - len(f["segments"]))
+                                          for f in features])
+    return batch
+
+
 def head(hidden: int, labels: int, dropout: float) -> nn.Sequential:
     return nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, hidden // 2), nn.Dropout(dropout), nn.GELU(),
                          nn.Linear(hidden // 2, labels))
 
 
-class PairJudge(nn.Module):
-    """A backbone (optionally LoRA and quantized) and the custom head over one pooled position."""
+class RepliesHead(nn.Module):
+    """Each reply read as the mean of its own tokens; a scored from (a, b) and b from (b, a) by one shared scorer,
+    a tie from (a + b, |a - b|). Swapping the replies swaps the scores by construction, so only the backbone's
+    position embeddings can carry a preference for a position. The `cls` head learns where to look for each
+    reply: trained on good-against-bad pairs only, it weighed the same feature differently at the two positions
+    and, on two replies of one kind, picked by position (README, the judge)."""
 
-    def __init__(self, backbone, hidden: int, labels: int, dropout: float, decoder: bool):
+    def __init__(self, hidden: int, labels: int, dropout: float):
         super().__init__()
-        self.backbone, self.decoder = backbone, decoder
-        self.head = head(hidden, labels, dropout)
+        self.score = head(2 * hidden, 1, dropout)
+        self.tie = head(2 * hidden, 1, dropout) if labels == 3 else None
 
-    def forward(self, input_ids, attention_mask, labels=None):
+    def forward(self, hidden, segments):
+        a, b = (masked_mean(hidden, segments == k) for k in (1, 2))
+        logits = [self.score(torch.cat([a, b], -1)), self.score(torch.cat([b, a], -1))]
+        if self.tie is not None:
+            logits.append(self.tie(torch.cat([a + b, (a - b).abs()], -1)))
+        return torch.cat(logits, -1)
+
+
+def masked_mean(hidden, mask):
+    """Mean over the positions of `mask` (zeros for a row where it holds none: an empty reply)."""
+    weights = mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
+
+
+class PairJudge(nn.Module):
+    """A backbone (optionally LoRA and quantized) and the custom head: over one pooled position (`cls`), or over
+    each reply's tokens (`replies`)."""
+
+    def __init__(self, backbone, hidden: int, labels: int, dropout: float, decoder: bool, kind: str = "cls"):
+        super().__init__()
+        if kind not in HEADS:
+            raise ValueError(f"classifier.head must be cls or replies, not {kind!r}")
+        self.backbone, self.decoder, self.kind = backbone, decoder, kind
+        self.head = head(hidden, labels, dropout) if kind == "cls" else RepliesHead(hidden, labels, dropout)
+
+    def forward(self, input_ids, attention_mask, labels=None, segments=None):
         from transformers.modeling_outputs import SequenceClassifierOutput
 
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        pooled = hidden[:, -1] if self.decoder else hidden[:, 0]  # left-padded decoder: EOS; encoder: [CLS]
-        logits = self.head(pooled.float())
+        if self.kind == "replies":
+            if segments is None:
+                raise ValueError("the replies head needs each token's segment (ladder.judge.encode_segments)")
+            logits = self.head(hidden.float(), segments)
+        else:
+            pooled = hidden[:, -1] if self.decoder else hidden[:, 0]  # left-padded decoder: EOS; encoder: [CLS]
+            logits = self.head(pooled.float())
         loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
@@ -123,8 +194,10 @@ def load_backbone(path: str | Path, quantization: str = "none", cuda: bool = Fal
 
 
 def build_judge(backbone_path: str | Path, labels: int, head_dropout: float, quantization: str, lora: dict | None,
-                seed: int, cuda: bool = False, bf16: bool = False) -> PairJudge:
+                seed: int, cuda: bool = False, bf16: bool = False, kind: str = "cls") -> PairJudge:
     """A trainable judge: LoRA on the (possibly quantized) backbone, a freshly initialised head trained in full."""
+    if kind not in HEADS:
+        raise ValueError(f"classifier.head must be cls or replies, not {kind!r}")
     if quantization != "none":  # refuse early, naming the layer, what a CPU kernel would refuse later
         from ladder.quantization import bnb_shape_problems, model_skeleton
         problems = bnb_shape_problems(model_skeleton(backbone_path, causal_lm=False), quantization)
@@ -148,7 +221,7 @@ def build_judge(backbone_path: str | Path, labels: int, head_dropout: float, qua
             top = {"layers_to_transform": list(range(max(count - lora["layers"], 0), count))}
         backbone = get_peft_model(backbone, LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
                                                        target_modules=lora["target_modules"], bias="none", **top))
-    model = PairJudge(backbone, backbone.config.hidden_size, labels, head_dropout, is_decoder(backbone.config))
+    model = PairJudge(backbone, backbone.config.hidden_size, labels, head_dropout, is_decoder(backbone.config), kind)
     model.head.to(next(backbone.parameters()).device)  # only the head: a bitsandbytes backbone refuses .to()
     return model
 
@@ -177,17 +250,21 @@ class Judge:
         self.tokenizer = prepare_tokenizer(tokenizer, model.decoder)
         self.labels = len(settings["labels"])
 
-    def probabilities(self, keyed_texts: dict, batch_size: int = 32) -> dict:
-        """Softmax over the labels for each text, by key; batches are formed in length order."""
-        keys = list(keyed_texts)
-        ids = encode([keyed_texts[k] for k in keys], self.tokenizer, self.settings["max_length"], self.model.decoder)
+    def probabilities(self, keyed_fields: dict, batch_size: int = 32) -> dict:
+        """Softmax over the labels for each (prompt, first, second) laid out, by key; batches are formed in length
+        order."""
+        keys = list(keyed_fields)
+        ids, segments = encode_segments([keyed_fields[k] for k in keys], self.tokenizer, self.settings["max_length"],
+                                        self.model.decoder)
         order = sorted(range(len(keys)), key=lambda i: (len(ids[i]), i))
         device = next(self.model.parameters()).device
         out = {}
         with torch.inference_mode():
             for start in range(0, len(order), batch_size):
                 chunk = order[start:start + batch_size]
-                batch = self.tokenizer.pad({"input_ids": [ids[i] for i in chunk]}, return_tensors="pt").to(device)
+                rows = [{"input_ids": ids[i], **({"segments": segments[i]} if self.model.kind == "replies" else {})}
+                        for i in chunk]
+                batch = pad_batch(self.tokenizer, rows).to(device)
                 probs = self.model(**batch).logits.softmax(-1).float().cpu()
                 out.update({keys[i]: p for i, p in zip(chunk, probs)})
         return out
@@ -198,14 +275,14 @@ class Judge:
         order alone (p_tie_ab, p_tie_ba): a tie counts half a win in the position-bias figures."""
         if len({r["id"] for r in rows}) != len(rows):
             raise ValueError("judge rows need unique ids: the two orders are matched by id")
-        texts = {}
+        fields = {}
         for r in rows:
             prompt, a, b = judge_fields(r["prompt"], r["response_a"], r["response_b"], self.tokenizer,
                                         self.settings.get("field_budget"))
-            texts[(r["id"], "ab")] = layout(prompt, a, b)
+            fields[(r["id"], "ab")] = (prompt, a, b)
             if tta:
-                texts[(r["id"], "ba")] = layout(prompt, b, a)
-        probs = self.probabilities(texts, batch_size)
+                fields[(r["id"], "ba")] = (prompt, b, a)
+        probs = self.probabilities(fields, batch_size)
         scored = {}
         for r in rows:
             ab = probs[(r["id"], "ab")]
@@ -255,7 +332,8 @@ def load_judge(path: str | Path, backbone_folder: str | Path = "models/judge_bas
             backbone = backbone.merge_and_unload()
     else:
         backbone = load_backbone(path / "backbone", "none", cuda, bf16)
-    model = PairJudge(backbone, backbone.config.hidden_size, len(settings["labels"]), 0.0, is_decoder(backbone.config))
+    model = PairJudge(backbone, backbone.config.hidden_size, len(settings["labels"]), 0.0, is_decoder(backbone.config),
+                      settings.get("head", "cls"))
     model.head.load_state_dict(load_file(path / HEAD_FILE))
     model.head.to(next(backbone.parameters()).device)
     return Judge(model, AutoTokenizer.from_pretrained(path), settings)

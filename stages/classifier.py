@@ -2,9 +2,9 @@
 responses people preferred; measured on the eval split with and without swap test-time augmentation.
 
 Reads   data/clean/arena.parquet, data/clean/preferences.parquet (when preference_share > 0),
-        models/judge_base, params `classifier` (preference_share, max_length, field_budget, head_dropout,
-        ties, swap_augment, quantization, lora, seed, eval_batch_size, trainer: passed through to
-        transformers.TrainingArguments).
+        models/judge_base, params `classifier` (preference_share, max_length, field_budget, head, head_dropout,
+        ties, swap_augment, identical_pairs, identical_label, rejected_ties, quantization, lora, seed, cpu_bf16,
+        eval_batch_size, trainer: passed through to transformers.TrainingArguments).
 Writes  models/judge (adapter + head + tokenizer + judge.json; ladder.judge.load_judge reads it),
         metrics/judge.json, plots/judge/{calibration,confusion}.json, dvclive/classifier/ (curves),
         metrics/timings/classifier.json (train time, pairs/s).
@@ -17,7 +17,9 @@ only). metrics/judge.json gives the eval figures overall and per table (`by_sour
 `ties: drop` trains and scores two labels (model_a, model_b); `ties: class` adds tie as a third.
 `swap_augment` adds every train pair again with a and b swapped and the label flipped; `identical_pairs` adds
 a share of train replies against themselves, labelled once as a win for each side (`identical_label: each`)
-or as a tie (`tie`), so equal replies come out even.
+or as a tie (`tie`), so equal replies come out even; `rejected_ties` makes a tie of two replies rejected in one
+turn. `head: cls` reads the pooled position (the recipe's); `head: replies` scores each reply's own tokens with
+one shared scorer (ladder/judge.py, RepliesHead).
 `quantization: int8 | nf4` loads the backbone through bitsandbytes (QLoRA), with the quantize stage's settings.
 
 Usage:
@@ -36,7 +38,7 @@ from ladder.validity import order_figures
 
 log = logging.getLogger("ladder.classifier")
 COLUMNS = ("id", "prompt", "response_a", "response_b", "winner", "language", "split")
-SETTINGS = ("max_length", "field_budget", "head_dropout", "ties", "quantization", "lora")  # saved with the judge
+SETTINGS = ("max_length", "field_budget", "head", "head_dropout", "ties", "quantization", "lora")  # saved with the judge
 
 
 def load_arena(path: str | Path, ties: str) -> dict[str, list[dict]]:
@@ -110,20 +112,23 @@ def training_pairs(rows: list[dict], labels: list[str], swap: bool, identical: f
 
 def train(model, tokenizer, pairs: list[tuple], params: dict, hw: dict):
     from datasets import Dataset
-    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
+    from transformers import Trainer, TrainingArguments
 
-    from ladder.judge import encode, judge_text
+    from ladder.judge import encode_segments, judge_fields, pad_batch
     from ladder.training import LiveCallback, trainer_arguments
 
-    texts = [judge_text(p, a, b, tokenizer, params.get("field_budget")) for p, a, b, _ in pairs]
-    data = Dataset.from_dict({"input_ids": encode(texts, tokenizer, params["max_length"], model.decoder),
-                              "labels": [label for *_, label in pairs]})
+    fields = [judge_fields(p, a, b, tokenizer, params.get("field_budget")) for p, a, b, _ in pairs]
+    ids, segments = encode_segments(fields, tokenizer, params["max_length"], model.decoder)
+    columns = {"input_ids": ids, "labels": [label for *_, label in pairs]}
+    if model.kind == "replies":
+        columns["segments"] = segments
+    data = Dataset.from_dict(columns)
     live = LiveCallback("classifier", params={k: params.get(k) for k in (*SETTINGS, "preference_share", "swap_augment",
                                                                          "identical_pairs", "identical_label", "seed", "cpu_bf16",
                                                                          "trainer")})
     args = TrainingArguments(**trainer_arguments(params["trainer"], "checkpoints/classifier", params["seed"], hw,
                                                  optim_gpu="adamw_8bit"))
-    trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=DataCollatorWithPadding(tokenizer),
+    trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=lambda rows: pad_batch(tokenizer, rows),
                       callbacks=[live])
     result = trainer.train()
     return {"train_loss": result.training_loss, "processes": args.world_size, **live.timings}
@@ -211,7 +216,7 @@ def main(params_file: str) -> None:
         pairs = training_pairs(data["train"], labels, params["swap_augment"], params.get("identical_pairs", 0.0),
                                params.get("identical_label", "each"))
         model = build_judge("models/judge_base", len(labels), params["head_dropout"], params["quantization"],
-                            params.get("lora"), params["seed"], hw["cuda"], hw["bf16"])
+                            params.get("lora"), params["seed"], hw["cuda"], hw["bf16"], params.get("head", "cls"))
     except ValueError as error:  # a bad setting or a backbone bitsandbytes cannot take: one line, no traceback
         raise click.ClickException(str(error)) from None
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained("models/judge_base"), is_decoder(model.backbone.config))
@@ -221,7 +226,7 @@ def main(params_file: str) -> None:
         return
     # The backbone by what it is (id, revision), not by where it lies: load_judge checks the folder it is given.
     settings = {"backbone": read_identity("models/judge_base"), "labels": labels,
-                **{k: params.get(k) for k in SETTINGS}}
+                **{k: params.get(k) for k in SETTINGS}, "head": model.kind}
     with atomic_path("models/judge") as tmp:
         save_judge(model, tokenizer, settings, tmp)
     judge = load_judge("models/judge", "models/judge_base", hw["cuda"], hw["bf16"])  # measure what was saved, as inference loads it

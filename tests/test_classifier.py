@@ -10,8 +10,8 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from ladder.judge import (build_judge, encode, head, judge_text, keep_last_tokens, load_judge, prepare_tokenizer,
-                          save_judge)
+from ladder.judge import (RepliesHead, build_judge, encode, encode_segments, head, judge_text, keep_last_tokens,
+                          load_judge, prepare_tokenizer, save_judge)
 from ladder.models import materialize, read_identity
 from stages.classifier import evaluate, load_arena, load_rows, train, training_pairs
 
@@ -38,11 +38,12 @@ def backbones(tmp_path_factory):
     return root
 
 
-def trained_judge(backbones, tmp_path, kind: str, quantization: str = "none"):
-    model = build_judge(backbones / kind, 2, 0.1, quantization, LORA_BERT if kind == "bert" else LORA_LLAMA, seed=0)
+def trained_judge(backbones, tmp_path, kind: str, quantization: str = "none", head_kind: str = "cls", labels: int = 2):
+    model = build_judge(backbones / kind, labels, 0.1, quantization, LORA_BERT if kind == "bert" else LORA_LLAMA, seed=0,
+                        kind=head_kind)
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(backbones / kind), model.decoder)
-    settings = {**SETTINGS, "backbone": read_identity(backbones / kind), "labels": ["model_a", "model_b"],
-                "quantization": quantization, "lora": LORA_BERT if kind == "bert" else LORA_LLAMA}
+    settings = {**SETTINGS, "backbone": read_identity(backbones / kind), "labels": ["model_a", "model_b", "tie"][:labels],
+                "quantization": quantization, "lora": LORA_BERT if kind == "bert" else LORA_LLAMA, "head": head_kind}
     torch.manual_seed(0)
     for module in model.head.modules():  # a head far from zero, so the two classes really differ
         if isinstance(module, torch.nn.Linear):
@@ -81,13 +82,42 @@ def test_left_truncation_keeps_the_end(backbones):
     assert text.endswith("<response_b>: all of b") and "end of a" in text and len(text) < 200
 
 
+@pytest.mark.parametrize("kind,decoder", [("bert", False), ("llama", True)])
+def test_segments_mark_each_reply_s_own_tokens(backbones, kind, decoder):
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(backbones / kind), decoder)
+    fields = [("Tell me about the tower.", "*bows* Will you climb it with me?", "It is old."),
+              ("Hi", "", "only b"), (" ".join(f"word{i}" for i in range(80)), "the end of a", "and b")]
+    ids, segments = encode_segments(fields, tokenizer, 32, decoder)
+    assert ids == encode([judge_text(*f) for f in fields], tokenizer, 32, decoder)  # the same tokens as the cls head's
+    for (_, a, b), row, marks in zip(fields, ids, segments):
+        assert len(row) == len(marks)
+        for k, reply in ((1, a), (2, b)):
+            picked = tokenizer.decode([t for t, m in zip(row, marks) if m == k]).replace(" ", "").lower()
+            assert picked == reply.replace(" ", "").lower()
+    assert 1 not in segments[1]  # an empty reply has no tokens; the long prompt was cut on the left, not the replies
+
+
+def test_the_replies_head_mirrors_a_swap_exactly():
+    torch.manual_seed(0)
+    module = RepliesHead(64, 3, 0.1).eval()
+    hidden = torch.randn(2, 10, 64)
+    segments = torch.tensor([[0, 0, 1, 1, 1, 0, 2, 2, 0, 0], [0, 1, 0, 2, 2, 2, 2, 0, 0, 0]])
+    logits = module(hidden, segments)
+    swapped = module(hidden, torch.where(segments == 0, 0, 3 - segments))
+    assert torch.allclose(swapped, logits[:, [1, 0, 2]], atol=1e-6)
+    assert not torch.allclose(logits[:, 0], logits[:, 1])  # the two replies really score apart
+    with pytest.raises(ValueError, match="cls or replies"):
+        build_judge("unused", 2, 0.1, "none", None, seed=0, kind="pooled")
+
+
 def test_text_is_fixed_by_ftfy_and_laid_out_as_the_winners_did():
     assert judge_text("caf\u00c3\u00a9?", "a", "b") == "<prompt>: caf\u00e9?\n\n<response_a>: a\n\n<response_b>: b"
 
 
-@pytest.mark.parametrize("kind", ["bert", "llama"])
-def test_tta_is_symmetric_and_matched_by_id(backbones, tmp_path, kind):
-    judge = trained_judge(backbones, tmp_path, kind)
+@pytest.mark.parametrize("kind,head_kind", [("bert", "cls"), ("llama", "cls"), ("bert", "replies"), ("llama", "replies")])
+def test_tta_is_symmetric_and_matched_by_id(backbones, tmp_path, kind, head_kind):
+    judge = trained_judge(backbones, tmp_path, kind, head_kind=head_kind)
+    assert judge.model.kind == head_kind
     data = rows()
     scored = judge.score(data, batch_size=4)
     swapped = judge.score([{**r, "response_a": r["response_b"], "response_b": r["response_a"]} for r in data])
@@ -106,9 +136,10 @@ def test_tta_is_symmetric_and_matched_by_id(backbones, tmp_path, kind):
         judge.score([data[0], data[0]])
 
 
-def test_training_changes_lora_and_head_not_the_backbone(backbones, tmp_path, monkeypatch):
+@pytest.mark.parametrize("head_kind", ["cls", "replies"])
+def test_training_changes_lora_and_head_not_the_backbone(backbones, tmp_path, monkeypatch, head_kind):
     monkeypatch.chdir(tmp_path)
-    model = build_judge(backbones / "bert", 2, 0.1, "none", LORA_BERT, seed=0)
+    model = build_judge(backbones / "bert", 2, 0.1, "none", LORA_BERT, seed=0, kind=head_kind)
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(backbones / "bert"), False)
     before = {k: v.clone() for k, v in model.named_parameters()}
     params = {**SETTINGS, "lora": LORA_BERT, "swap_augment": True, "seed": 0,

@@ -125,7 +125,7 @@ def test_wsdm_recipe_builds_the_judge_settings(params_with):
     assert set(lora.target_modules) == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"}
     quantization = bnb_config(judge["quantization"])
     assert quantization.load_in_8bit and quantization.llm_int8_threshold == 6.0
-    assert (judge["max_length"], judge["head_dropout"], judge["ties"]) == (2200, 0.1, "drop")
+    assert (judge["max_length"], judge["head"], judge["head_dropout"], judge["ties"]) == (2200, "cls", 0.1, "drop")
     assert params["fetch"]["judge_model"] == "google/gemma-2-9b-it" and len(params["fetch"]["judge_revision"]) == 40
     # the judge's backbone is its own: the reward model keeps the default's
     assert params["fetch"]["reward_model"] == load_params(REPO / "params.yaml")["fetch"]["reward_model"]
