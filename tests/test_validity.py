@@ -331,32 +331,38 @@ class LengthScorer:
         return [float(len(c[-1]["content"])) for c in conversations]
 
 
-def broken_judge(folder):
+def broken_judge(folder, head_kind: str = "cls"):
     """A tiny judge trained one step on labels drawn at random: it has learned nothing about replies."""
     import torch
     from transformers import AutoTokenizer
 
-    from ladder.judge import build_judge, encode, judge_text, prepare_tokenizer, save_judge
+    from ladder.judge import build_judge, encode_segments, pad_batch, prepare_tokenizer, save_judge
     from ladder.models import materialize, read_identity
 
     lora = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["query", "value"]}
     materialize("tiny:bert", folder / "models/judge_base", seed=0)
-    model = build_judge(folder / "models/judge_base", 2, 0.1, "none", lora, seed=0)
+    model = build_judge(folder / "models/judge_base", 2, 0.1, "none", lora, seed=0, kind=head_kind)
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(folder / "models/judge_base"), False)
     rng = random.Random(0)
-    texts = [judge_text(f"prompt {i}", f"reply {rng.random()}", f"other {rng.random()}") for i in range(8)]
-    batch = tokenizer.pad({"input_ids": encode(texts, tokenizer, 64, False)}, return_tensors="pt")
+    fields = [(f"prompt {i}", f"reply {rng.random()}", f"other {rng.random()}") for i in range(8)]
+    ids, segments = encode_segments(fields, tokenizer, 64, False)
+    batch = pad_batch(tokenizer, [{"input_ids": i, **({"segments": s} if head_kind == "replies" else {})}
+                                  for i, s in zip(ids, segments)])
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     model.train()
-    model(**batch, labels=torch.tensor([rng.randrange(2) for _ in texts])).loss.backward()
+    model(**batch, labels=torch.tensor([rng.randrange(2) for _ in fields])).loss.backward()
     optimizer.step()
     settings = {"max_length": 64, "field_budget": None, "head_dropout": 0.1, "ties": "drop", "quantization": "none",
                 "backbone": read_identity(folder / "models/judge_base"), "labels": ["model_a", "model_b"],
-                "lora": lora}
+                "lora": lora, "head": head_kind}
     save_judge(model, tokenizer, settings, folder / "models/judge")
 
 
-def test_a_broken_judge_makes_the_ladder_invalid_through_the_stages(tmp_path, monkeypatch):
+# The cls head reads positions when it has learned nothing; the replies head cannot prefer one by construction,
+# so what gives it away is that it cannot tell the conversation's reply from an off-topic one.
+@pytest.mark.parametrize("head_kind,reasons", [("cls", {"identical_pairs", "flip_rate", "control_separation"}),
+                                               ("replies", {"control_separation"})])
+def test_a_broken_judge_makes_the_ladder_invalid_through_the_stages(tmp_path, monkeypatch, head_kind, reasons):
     from click.testing import CliRunner
 
     import ladder.reward_model
@@ -368,7 +374,7 @@ def test_a_broken_judge_makes_the_ladder_invalid_through_the_stages(tmp_path, mo
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data/clean").mkdir(parents=True)
     conversations().write_parquet(tmp_path / "data/clean/conversations.parquet")
-    broken_judge(tmp_path)
+    broken_judge(tmp_path, head_kind)
     (tmp_path / "metrics").mkdir()
     for stage, figures in METRICS_FILES.items():
         (tmp_path / f"metrics/{stage}.json").write_text(json.dumps(figures))
@@ -419,7 +425,7 @@ def test_a_broken_judge_makes_the_ladder_invalid_through_the_stages(tmp_path, mo
     validity = report["validity"]
     assert validity["valid"] is False and set(validity["checks"]) == set(CHECKS)
     failed = {r.split(":")[0] for r in validity["reasons"]}
-    assert {"identical_pairs", "flip_rate", "control_separation"} <= failed, validity
+    assert reasons <= failed, validity
     assert failed == {n for n, c in validity["checks"].items() if not c["pass"]}
     # an invalid ladder still writes every rating, controls marked
     assert set(report["models"]) == {"base", "merged", "reference", "shuffled"}
