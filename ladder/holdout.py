@@ -42,7 +42,8 @@ def judge_rows(pairs: pl.DataFrame, share: float, rejected_ties: bool = False) -
     """The judge's share of `pairs` as judge rows (id order), and how many ties (chosen == rejected) were
     dropped: a pair with nothing to choose between teaches the judge nothing. With `rejected_ties`, two
     different replies the user rejected in one turn (chai-dpo's rejected list, a run of swipes) also make a row,
-    labelled a tie: neither was kept. Without them a judge only ever sees a good reply against a bad one, and on
+    labelled a tie: neither was kept. A turn is a source row and a prompt length: a chai conversation's swipes
+    of different turns share the row, never the prompt. Without them a judge only ever sees a good reply against a bad one, and on
     two replies of one kind it had learnt nothing to go by but their positions (README, the judge)."""
     from ladder.reward_model import role_lines
 
@@ -50,12 +51,12 @@ def judge_rows(pairs: pl.DataFrame, share: float, rejected_ties: bool = False) -
     if missing:
         raise ValueError(f"column(s) {missing} missing")
     rows, ties = [], 0
-    rejected: dict[tuple[str, str], list[dict]] = {}
+    rejected: dict[tuple[str, str, int], list[dict]] = {}
     for pair in pairs.filter(judge_share_mask(pairs, share)).sort("id").iter_rows(named=True):
         if pair["chosen"].strip() == pair["rejected"].strip():
             ties += 1
             continue
-        rejected.setdefault((pair["source"], pair["row"]), []).append(pair)
+        rejected.setdefault((pair["source"], pair["row"], len(pair["prompt"])), []).append(pair)
         chosen_first = unit_interval(ORDER_SALT, pair["id"]) < 0.5
         a, b = (pair["chosen"], pair["rejected"]) if chosen_first else (pair["rejected"], pair["chosen"])
         rows.append(judge_row(pair, role_lines(pair["prompt"]), a, b, "model_a" if chosen_first else "model_b"))

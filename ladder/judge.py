@@ -93,7 +93,8 @@ def encode(texts: list[str], tokenizer, max_length: int, decoder: bool) -> list[
 def encode_segments(fields: list[tuple[str, str, str]], tokenizer, max_length: int,
                     decoder: bool) -> tuple[list[list[int]], list[list[int]]]:
     """The token ids `encode` gives for the laid-out fields, and for each token the reply it belongs to (1: a,
-    2: b, 0: prompt, markers, special tokens), from the tokenizer's character offsets (a fast tokenizer's)."""
+    2: b, 0: prompt, markers, special tokens), from the tokenizer's character offsets (transformers 5 backs
+    every tokenizer with `tokenizers`, which gives them; asked for a slow one, it still gave a fast one)."""
     texts = [layout(*f) for f in fields]
     encoded = tokenizer(texts, truncation=True, max_length=max_length - 1 if decoder else max_length,
                         return_offsets_mapping=True)
@@ -130,8 +131,8 @@ def head(hidden: int, labels: int, dropout: float) -> nn.Sequential:
 
 class RepliesHead(nn.Module):
     """Each reply read as the mean of its own tokens; a scored from (a, b) and b from (b, a) by one shared scorer,
-    a tie from (a + b, |a - b|). Swapping the replies swaps the scores by construction, so only the backbone's
-    position embeddings can carry a preference for a position. The `cls` head learns where to look for each
+    a tie from (a + b, |a - b|). Swapping the replies swaps the scores by construction, so only the backbone can
+    carry a preference for a position (an encoder's position embeddings; a decoder's causal attention too). The `cls` head learns where to look for each
     reply: trained on good-against-bad pairs only, it weighed the same feature differently at the two positions
     and, on two replies of one kind, picked by position (README, the judge)."""
 

@@ -80,7 +80,7 @@ def test_replies_rejected_in_one_turn_make_tie_rows_only_when_asked():
     rows, _ = judge_rows(pairs, 1.0, rejected_ties=True)
     ties = [r for r in rows if r["winner"] == "tie"]
     assert not [r for r in plain if r["winner"] == "tie"]
-    assert len(ties) == 30 * 2  # consecutive rejected replies of each source row: k - 1 rows for k replies
+    assert len(ties) == 30 * 2  # k - 1 rows for the k rejected replies of a turn, in id order
     assert [r for r in rows if r["winner"] != "tie"] == plain
     assert [r["id"] for r in rows] == sorted(r["id"] for r in rows)
     by_id = {p["id"]: p for p in pairs.iter_rows(named=True)}
@@ -89,6 +89,13 @@ def test_replies_rejected_in_one_turn_make_tie_rows_only_when_asked():
         assert (first["source"], first["row"], first["split"]) == (second["source"], second["row"], tie["split"])
         assert {tie["response_a"], tie["response_b"]} == {first["rejected"], second["rejected"]}
         assert tie["prompt"] == role_lines(first["prompt"]) and tie["table"] == "preferences"
+    # swipes of two turns of one conversation (one source row) are never put together
+    turns = pl.DataFrame([{"id": f"t{k}", "source": "chai", "row": "c1", "split": "train",
+                           "prompt": [{"role": "user", "content": f"turn {j}"} for j in range(1 + 2 * (k // 2))],
+                           "chosen": f"kept {k // 2}", "rejected": f"swiped {k}"} for k in range(4)],
+                         schema={**SCHEMAS["preferences"], "split": pl.String})
+    tied = [r for r in judge_rows(turns, 1.0, rejected_ties=True)[0] if r["winner"] == "tie"]
+    assert sorted((r["response_a"], r["response_b"]) for r in tied) == [("swiped 0", "swiped 1"), ("swiped 2", "swiped 3")]
     # two rejected replies alike hold nothing to call even; a lone rejected reply has no partner
     alike = pairs.with_columns(pl.lit("no").alias("rejected"))
     assert not [r for r in judge_rows(alike, 1.0, rejected_ties=True)[0] if r["winner"] == "tie"]
