@@ -117,6 +117,28 @@ def load_causal_lm(path, hw: dict):
                                                 attn_implementation=attn_implementation(hw))
 
 
+def compact_fused_head() -> bool:
+    """Make TRL's fused LM head project only the labelled positions on a CPU, as it already does on CUDA.
+
+    TRL 1.x scores every position on devices without Triton, to keep tile shapes fixed for graph compilers
+    (Neuron); eager CPU code has no compiler to please, and the prompt positions' vocabulary-wide projections,
+    entropies and backward recomputations cost a DPO step a fifth of its time here (benchmarks/throughput.py).
+    The log-probabilities are the same either way (tests/test_dpo.py). CUDA keeps TRL's own choice. Returns
+    whether the switch exists in this TRL (False: nothing changed)."""
+    import trl.trainer.utils as trl_utils
+
+    original = getattr(trl_utils, "_use_triton", None)
+    if original is None or getattr(original, "compact_on_cpu", False):
+        return original is not None
+
+    def compact(device) -> bool:
+        return device.type == "cpu" or original(device)
+
+    compact.compact_on_cpu, compact.original = True, original
+    trl_utils._use_triton = compact  # read by trl.trainer.utils' fused forward alone (the kernels keep their own)
+    return True
+
+
 def trainer_arguments(trainer_params: dict, output_dir: str, seed: int, hw: dict, optim_gpu: str | None = None,
                       optim_cpu: str = "adamw_torch") -> dict[str, Any]:
     """Keyword arguments for a transformers / TRL config: the stage's `trainer` params passed through,
@@ -199,6 +221,35 @@ class LiveCallback(DVCLiveCallback):
         self.timings.update({k: v for k, v in logs.items() if is_timing(k)})
         super().on_log(args, state, control, model=model, logs={k: v for k, v in logs.items() if not is_timing(k)},
                        **kwargs)
+
+
+class TokenCount:
+    """A trainer's collator, counting the tokens it batches: `real` ones (attention mask) and `padded` (the
+    tensor's size). Throughput is quoted on real tokens; padded / real is the padding the steps paid for."""
+
+    def __init__(self, collator):
+        self.collator, self.real, self.padded = collator, 0, 0
+
+    def __call__(self, features):
+        batch = self.collator(features)
+        ids = batch["input_ids"]
+        mask = batch.get("attention_mask")  # padding-free batches have none: every token is real
+        self.padded += ids.numel()
+        self.real += int(mask.sum()) if mask is not None else ids.numel()
+        return batch
+
+
+def count_tokens(trainer) -> TokenCount:
+    """Wrap `trainer`'s collator in a TokenCount (the data loaders read trainer.data_collator when they are built)."""
+    trainer.data_collator = counter = TokenCount(trainer.data_collator)
+    return counter
+
+
+def token_timings(counter: TokenCount, seconds: float, processes: int = 1) -> dict:
+    """Train tokens and tokens/s (real tokens, every process assumed alike), and the share of padding."""
+    real, padded = counter.real * processes, counter.padded * processes
+    return {"train_tokens": real, "train_tokens_per_second": round(real / seconds, 1),
+            "train_padding_share": round(1 - real / padded, 4) if padded else 0.0}
 
 
 class StopAfter(TrainerCallback):

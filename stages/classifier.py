@@ -115,7 +115,7 @@ def train(model, tokenizer, pairs: list[tuple], params: dict, hw: dict):
     from transformers import Trainer, TrainingArguments
 
     from ladder.judge import encode_segments, judge_fields, pad_batch
-    from ladder.training import LiveCallback, trainer_arguments
+    from ladder.training import LiveCallback, count_tokens, token_timings, trainer_arguments
 
     fields = [judge_fields(p, a, b, tokenizer, params.get("field_budget")) for p, a, b, _ in pairs]
     ids, segments = encode_segments(fields, tokenizer, params["max_length"], model.decoder)
@@ -130,8 +130,11 @@ def train(model, tokenizer, pairs: list[tuple], params: dict, hw: dict):
                                                  optim_gpu="adamw_8bit"))
     trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=lambda rows: pad_batch(tokenizer, rows),
                       callbacks=[live])
+    tokens = count_tokens(trainer)
+    start = time.perf_counter()
     result = trainer.train()
-    return {"train_loss": result.training_loss, "processes": args.world_size, **live.timings}
+    trained = token_timings(tokens, time.perf_counter() - start, args.world_size)
+    return {"train_loss": result.training_loss, "processes": args.world_size, "tokens": trained, **live.timings}
 
 
 def log_loss(probabilities: list[list[float]], truth: list[int]) -> float:
@@ -245,7 +248,7 @@ def main(params_file: str) -> None:
     for name, rows in plots.items():
         write_json(rounded(rows), f"plots/judge/{name}.json")
     write_json({"processes": stable["processes"], "train_seconds": round(train_seconds, 2), "eval_pairs_per_second": round(pairs_per_second, 1),
-                **{k: round(v, 3) for k, v in timings.items()}}, "metrics/timings/classifier.json")
+                **stable["tokens"], **{k: round(v, 3) for k, v in timings.items()}}, "metrics/timings/classifier.json")
     log.info("eval: %s", {k: v for k, v in rounded(metrics).items() if k != "accuracy_by_language"})
 
 

@@ -60,7 +60,7 @@ def trainer_for(params: dict, model, tokenizer, data: dict, hw: dict, callbacks=
     """The TRL trainer for `params['method']`, with a fresh LoRA adapter on `model`."""
     from peft import LoraConfig
 
-    from ladder.training import trainer_arguments
+    from ladder.training import compact_fused_head, trainer_arguments
 
     method = params["method"]
     if method not in METHODS:
@@ -70,6 +70,8 @@ def trainer_for(params: dict, model, tokenizer, data: dict, hw: dict, callbacks=
                              target_modules=lora["target_modules"], bias=lora.get("bias", "none"))
     args = trainer_arguments(params["trainer"], "checkpoints/dpo", params["seed"], hw) | {
         "max_length": params["max_length"], "beta": params["beta"]}
+    if not hw["cuda"]:
+        log.info("fused LM head on labelled positions only: %s", compact_fused_head())
     if method == "dpo":
         from trl import DPOConfig, DPOTrainer
         config, trainer_class = DPOConfig(**args, loss_type=[params["loss_type"]]), DPOTrainer
@@ -96,7 +98,8 @@ def main(params_file: str) -> None:
     from transformers import AutoTokenizer
 
     from ladder.io import atomic_path, write_json
-    from ladder.training import LiveCallback, begin, gathered_state_dict, is_main_process, save_adapter, split_timings
+    from ladder.training import (LiveCallback, begin, count_tokens, gathered_state_dict, is_main_process, save_adapter,
+                                 split_timings, token_timings)
 
     params, hw = begin("dpo", params_file)
     tokenizer = AutoTokenizer.from_pretrained("models/sft")  # carries the chat template SFT trained with
@@ -105,9 +108,11 @@ def main(params_file: str) -> None:
         data["eval"] = data["eval"].select(range(min(params["eval_pairs"], len(data["eval"]))))
     live = LiveCallback("dpo", params={k: v for k, v in params.items() if k != "trainer"} | params["trainer"])
     trainer = trainer_for(params, sft_model("models/base", "models/sft", hw), tokenizer, data, hw, [live])
+    tokens = count_tokens(trainer)
     start = time.perf_counter()
     result = trainer.train()
     seconds = time.perf_counter() - start
+    trained = token_timings(tokens, seconds, trainer.args.world_size)  # before evaluate() counts its batches too
     figures = {"method": params["method"], "train_pairs": len(data["train"]), "eval_pairs": len(data["eval"]),
                "steps": result.global_step, "train_loss": round(result.training_loss, 6),
                **eval_figures(trainer.evaluate())}  # every process takes part in evaluation
@@ -122,7 +127,7 @@ def main(params_file: str) -> None:
     args = trainer.args
     pairs = result.global_step * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
     write_json({"processes": args.world_size, "train_seconds": round(seconds, 2),
-                "train_pairs_per_second": round(pairs / seconds, 3), **{k: round(v, 3) for k, v in timings.items()}},
+                "train_pairs_per_second": round(pairs / seconds, 3), **trained, **{k: round(v, 3) for k, v in timings.items()}},
                "metrics/timings/dpo.json")
     log.info("eval: %s", figures)
 

@@ -63,7 +63,7 @@ def train(model, tokenizer, texts: list[str], labels: list[float], params: dict,
     from datasets import Dataset
     from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
 
-    from ladder.training import LiveCallback, trainer_arguments
+    from ladder.training import LiveCallback, count_tokens, token_timings, trainer_arguments
 
     classification = params["objective"] == "classification"
     data = Dataset.from_dict({"text": texts, "label": [int(y) if classification else float(y) for y in labels]})
@@ -73,11 +73,14 @@ def train(model, tokenizer, texts: list[str], labels: list[float], params: dict,
     args = TrainingArguments(**trainer_arguments(params["trainer"], "checkpoints/reward", params["seed"], hw))
     trainer = Trainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
                       data_collator=DataCollatorWithPadding(tokenizer), callbacks=[live])
+    tokens = count_tokens(trainer)
+    start = time.perf_counter()
     result = trainer.train()
+    trained = token_timings(tokens, time.perf_counter() - start, args.world_size)
     model = trainer.model
     if hasattr(model, "merge_and_unload"):
         model = model.merge_and_unload()
-    return model, {"train_loss": result.training_loss, "processes": args.world_size, **live.timings}
+    return model, {"train_loss": result.training_loss, "processes": args.world_size, "tokens": trained, **live.timings}
 
 
 def binary_metrics(scores: list[float], labels: list[float], majority: int) -> dict[str, float]:
@@ -153,7 +156,7 @@ def main(params_file: str) -> None:
         (tmp / OBJECTIVE_FILE).write_text(json.dumps({"objective": params["objective"]}) + "\n")
     write_json(metrics, "metrics/reward.json")
     write_json({"processes": stable["processes"], "train_seconds": round(train_seconds, 2), "eval_rows_per_second": round(len(scores) / eval_seconds, 1),
-                **{k: round(v, 3) for k, v in timings.items()}}, "metrics/timings/reward.json")
+                **stable["tokens"], **{k: round(v, 3) for k, v in timings.items()}}, "metrics/timings/reward.json")
     log.info("eval: %s", metrics["eval"])
 
 

@@ -93,9 +93,12 @@ def train(params: dict, data: dict, base: str | Path, hw: dict, checkpoints: Pat
     from trl.trainer.sft_trainer import DataCollatorForLanguageModeling
 
     from ladder.chat import checked_collator, use_template
-    from ladder.training import LiveCallback, load_causal_lm, logged_train_loss, trainer_arguments
+    from ladder.training import (LiveCallback, compact_fused_head, count_tokens, load_causal_lm, logged_train_loss,
+                                 token_timings, trainer_arguments)
 
     tokenizer = use_template(AutoTokenizer.from_pretrained(base), params["chat_template"])
+    if not hw["cuda"]:
+        log.info("fused LM head on labelled positions only: %s", compact_fused_head())
     greeting = params.get("learn_greeting", True)
     train_set, dropped_train = tokenized(data["train"], tokenizer, params["max_length"], greeting)
     eval_set, dropped_eval = tokenized(data["eval"], tokenizer, params["max_length"], greeting)
@@ -112,19 +115,17 @@ def train(params: dict, data: dict, base: str | Path, hw: dict, checkpoints: Pat
     base_loss = trainer.evaluate()["eval_loss"]  # LoRA starts as a no-op: this is the base model's loss
     if resume:
         log.info("resuming from %s", resume)
+    tokens = count_tokens(trainer)
     start = time.perf_counter()
     result = trainer.train(resume_from_checkpoint=resume)
     seconds = time.perf_counter() - start
-    mean_length = sum(map(len, train_set["input_ids"])) / max(len(train_set), 1)
-    tokens = (result.global_step * config.per_device_train_batch_size * config.gradient_accumulation_steps
-              * config.world_size * mean_length)
     figures = {"eval_loss_base": base_loss, "eval_loss": trainer.evaluate()["eval_loss"],
                "train_loss": logged_train_loss(trainer.state) if any("loss" in e for e in trainer.state.log_history)
                else result.training_loss, "steps": result.global_step,
                "train_conversations": len(train_set), "eval_conversations": len(eval_set),
                "dropped_no_assistant_token": dropped_train + dropped_eval}
     return trainer, figures, {"processes": config.world_size, "train_seconds": round(seconds, 2),
-                              "train_tokens_per_second": round(tokens / seconds, 1),
+                              **token_timings(tokens, seconds, config.world_size),
                               **{k: round(v, 3) for k, v in live.timings.items()}}
 
 

@@ -113,3 +113,36 @@ def test_reference_free_methods_train(models, tmp_path, monkeypatch, method):
 def test_unknown_method_is_named(models):
     with pytest.raises(ValueError, match="kto"):
         trainer_for(params("kto"), None, None, {}, hardware())
+
+
+def test_the_fused_head_on_a_cpu_scores_labelled_positions_only_and_the_same(monkeypatch):
+    """compact_fused_head: TRL's chunked LM head projects only the labelled positions (the prompt's are skipped),
+    with the same log-probabilities and entropies as TRL's every-position CPU path."""
+    import trl.trainer.utils as trl_utils
+    from trl.trainer.utils import add_fused_lm_head
+
+    from ladder.models import tiny_model
+    from ladder.training import compact_fused_head
+
+    # TRL's own choice for this test (an earlier test may have switched it), restored after it
+    monkeypatch.setattr(trl_utils, "_use_triton", getattr(trl_utils._use_triton, "original", trl_utils._use_triton))
+    rows = []
+    apply = trl_utils._ChunkedLogProbFunction.apply
+
+    def counting(hidden, *args):
+        rows.append(hidden.shape[0])
+        return apply(hidden, *args)
+
+    monkeypatch.setattr(trl_utils._ChunkedLogProbFunction, "apply", counting)
+    model, _ = tiny_model("llama", seed=0, hidden_size=64, intermediate_size=128, num_attention_heads=2,
+                          num_key_value_heads=2)
+    add_fused_lm_head(model, outputs=("log_probs", "entropy"))
+    ids = torch.randint(0, model.config.vocab_size, (2, 12), generator=torch.Generator().manual_seed(0))
+    labels = ids.masked_fill(torch.arange(12) < 8, -100)  # the last 4 tokens are the completion
+    every = model(input_ids=ids, labels=labels, fused_lm_head=True)
+    assert compact_fused_head() and compact_fused_head()  # a second call leaves the switch as it is
+    compact = model(input_ids=ids, labels=labels, fused_lm_head=True)
+    assert rows == [2 * 11, 2 * 4]  # shifted labels: 11 positions a row, 4 of them labelled
+    assert torch.allclose(every.log_probs, compact.log_probs, atol=1e-6)
+    assert torch.allclose(every.entropy, compact.entropy, atol=1e-6)
+    assert bool((compact.log_probs[:, :7] == 0).all()) and bool((compact.log_probs[:, 7:] < 0).all())

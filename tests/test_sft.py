@@ -148,3 +148,22 @@ def test_an_adapter_saved_from_gathered_weights_is_the_adapter(base, tmp_path):
     direct, saved = (load_file(tmp_path / f / "adapter_model.safetensors") for f in ("direct", "gathered"))
     assert direct.keys() == saved.keys() and len(direct) == 8
     assert all(torch.equal(direct[k], saved[k]) for k in direct) and any(v.abs().sum() > 0 for v in saved.values())
+
+
+def test_token_count_separates_real_tokens_from_padding():
+    from ladder.training import TokenCount, token_timings
+
+    def collate(rows):
+        width = max(len(r) for r in rows)
+        return {"input_ids": torch.tensor([r + [0] * (width - len(r)) for r in rows]),
+                "attention_mask": torch.tensor([[1] * len(r) + [0] * (width - len(r)) for r in rows])}
+
+    counter = TokenCount(collate)
+    counter([[5, 6, 7], [8]])
+    counter([[1, 2]])
+    assert (counter.real, counter.padded) == (6, 8)
+    assert token_timings(counter, 2.0, processes=2) == {"train_tokens": 12, "train_tokens_per_second": 6.0,
+                                                         "train_padding_share": 0.25}
+    padding_free = TokenCount(lambda rows: {"input_ids": torch.tensor([sum(rows, [])])})
+    padding_free([[1, 2], [3]])
+    assert (padding_free.real, padding_free.padded) == (3, 3)

@@ -1,0 +1,158 @@
+"""Benchmark: this machine's matmul peaks, and the share of them the training and generation stages get.
+
+Run by hand after `dvc repro` (the stages read the pipeline's own inputs: models/base, data/scored, ...):
+    python benchmarks/throughput.py [--repeats 3] [--stages sft,dpo,reward,classifier,inference] [--full]
+                                    [--cpu-bf16 auto|on|off]
+
+1. Peaks: float32 and bfloat16 matrix products (square, 1024 to 4096) on torch's threads, best of `repeats`.
+2. Each stage runs as `python -m stages.<name>` in a scratch folder (its inputs hard-linked from the workspace,
+   whose outputs it never touches), on the default params with the steps cut short unless --full:
+   sft 8 steps, dpo 6, reward 40, classifier 60, inference 24 prompts of the base model. Train tokens/s comes
+   from the stage's timing file (real tokens, padding not counted), `repeats` times; best and median printed.
+3. Model FLOP/s = k * N * tokens/s, as a fraction of each peak: k = 4 for LoRA (forward, and the backward to
+   the activations through frozen weights), 6 for full fine-tuning, 2 for generation. N counts the weights of
+   the matrix products of every token, the non-embedding parameters (an LM head, tied to the embeddings or not,
+   is left out, as in Kaplan et al.; TRL's fused head projects only labelled positions anyway). Attention's own
+   products (QK^T, AV) are not counted either, so each fraction is a lower bound.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import click
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+INPUTS = {
+    "sft": ["data/scored/sft.parquet", "models/base"],
+    "dpo": ["data/scored/dpo.parquet", "models/base", "models/sft"],
+    "reward": ["data/clean/feedback.parquet", "models/reward_base"],
+    "classifier": ["data/clean/arena.parquet", "data/clean/preferences.parquet", "models/judge_base"],
+    "inference": ["data/clean/conversations.parquet", "models/base", "models/sft", "models/merged", "models/quantized",
+                  "models/judge", "models/judge_base", "models/reward"],
+}
+# The steps of a short run: enough for a steady step time after the first steps' warm-up.
+SHORT = {"sft": {"trainer": {"max_steps": 8}}, "dpo": {"trainer": {"max_steps": 6}},
+         "reward": {"trainer": {"max_steps": 40}}, "classifier": {"trainer": {"max_steps": 60}},
+         "inference": {"n_prompts": 24, "models": ["base"]}}
+# (model folder the FLOPs are counted on, FLOPs per token and parameter)
+WORK = {"sft": ("models/base", 4), "dpo": ("models/base", 4), "reward": ("models/reward_base", 6),
+        "classifier": ("models/judge_base", 6)}
+
+
+def matmul_gflops(dtype, size: int, seconds: float = 1.0) -> float:
+    import torch
+
+    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
+    torch.mm(a, b)
+    count, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        torch.mm(a, b)
+        count += 1
+    return 2 * size ** 3 * count / (time.perf_counter() - start) / 1e9
+
+
+def peaks(repeats: int) -> dict[str, float]:
+    import torch
+
+    return {name: max(matmul_gflops(dtype, size) for size in (1024, 2048, 4096) for _ in range(repeats))
+            for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16))}
+
+
+def non_embedding_parameters(folder: Path) -> int:
+    """Weights of the per-token matrix products: every nn.Linear but an LM head (built on the meta device)."""
+    import torch
+    from transformers import AutoConfig, AutoModel
+
+    with torch.device("meta"):
+        model = AutoModel.from_config(AutoConfig.from_pretrained(folder))
+    return sum(m.weight.numel() for name, m in model.named_modules()
+               if isinstance(m, torch.nn.Linear) and not name.endswith("lm_head"))
+
+
+def scratch_copy(stage: str, target: Path) -> None:
+    """The stage's inputs, hard-linked (a stage writes its outputs as new files, so the workspace stays as it is)."""
+    for rel in INPUTS[stage]:
+        source, dest = ROOT / rel, target / rel
+        if not source.exists():
+            raise click.ClickException(f"{rel} is missing: run `dvc repro` first")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if source.is_dir():
+            shutil.copytree(source, dest, copy_function=os.link, dirs_exist_ok=True)
+        else:
+            os.link(source, dest)
+
+
+def merged(base: dict, override: dict) -> dict:
+    return {k: merged(base.get(k, {}), v) if isinstance(v, dict) else v for k, v in override.items()} | {
+        k: v for k, v in base.items() if k not in override}
+
+
+def run_stage(stage: str, full: bool, cpu_bf16: str | None = None) -> dict:
+    """One run of the stage in a fresh scratch folder; its timing file."""
+    from ruamel.yaml import YAML
+
+    yaml = YAML(typ="safe", pure=True)
+    params = yaml.load((ROOT / "params.yaml").read_text())
+    if not full:
+        params[stage] = merged(params[stage], SHORT[stage])
+    if cpu_bf16 and stage in WORK:
+        params[stage]["cpu_bf16"] = cpu_bf16
+    with tempfile.TemporaryDirectory(prefix=f"throughput-{stage}-") as tmp:
+        work = Path(tmp)
+        scratch_copy(stage, work)
+        with open(work / "params.yaml", "w") as f:
+            yaml.dump(params, f)
+        env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
+        done = subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=work, env=env, capture_output=True, text=True)
+        if done.returncode:
+            raise click.ClickException(f"stages.{stage} failed:\n{done.stderr[-3000:]}")
+        return json.loads((work / f"metrics/timings/{stage}.json").read_text())
+
+
+def spread(values: list[float]) -> str:
+    return f"best {max(values):8.1f}  median {statistics.median(values):8.1f}"
+
+
+@click.command(help=__doc__)
+@click.option("--repeats", default=3, show_default=True)
+@click.option("--stages", "names", default="sft,dpo,reward,classifier,inference", show_default=True)
+@click.option("--full", is_flag=True, help="the default steps, not a short run")
+@click.option("--cpu-bf16", type=click.Choice(["auto", "on", "off"]), default=None,
+              help="the training stages' cpu_bf16 (default: each stage's own in params.yaml)")
+def main(repeats: int, names: str, full: bool, cpu_bf16: str | None) -> None:
+    import torch
+
+    peak = peaks(repeats)
+    print(f"{torch.get_num_threads()} threads; matmul peak GFLOP/s: float32 {peak['float32']:.1f}, "
+          f"bfloat16 {peak['bfloat16']:.1f}", flush=True)
+    for stage in names.split(","):
+        runs = [run_stage(stage, full, cpu_bf16) for _ in range(repeats)]
+        if stage == "inference":
+            for model in [m for m in runs[0] if isinstance(runs[0][m], dict)]:
+                n = non_embedding_parameters(ROOT / "models/base")
+                rates = [r[model]["tokens_per_second"] for r in runs]
+                print(f"inference {model:>8}: generated tokens/s {spread(rates)}; 2N={2 * n / 1e6:.0f} MFLOP/token: "
+                      f"{2 * n * max(rates) / 1e9 / peak['float32']:.1%} of float32 peak (best)", flush=True)
+            continue
+        folder, k = WORK[stage]
+        n = non_embedding_parameters(ROOT / folder)
+        rates = [r["train_tokens_per_second"] for r in runs]
+        gflops = [k * n * rate / 1e9 for rate in rates]
+        print(f"{stage:>10}: train tokens/s {spread(rates)}; padding {runs[0]['train_padding_share']:.1%}; "
+              f"{k}N = {k * n / 1e6:.0f} MFLOP/token -> GFLOP/s {spread(gflops)}; best = "
+              f"{max(gflops) / peak['float32']:.1%} of float32 peak, {max(gflops) / peak['bfloat16']:.1%} of bfloat16",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
