@@ -205,7 +205,11 @@ def build_judge(backbone_path: str | Path, labels: int, head_dropout: float, qua
         if problems:
             raise ValueError(f"the judge's backbone {backbone_path} cannot be quantized to {quantization}: "
                              f"{problems[0]}" + (f" (and {len(problems) - 1} more layers)" if len(problems) > 1 else ""))
-    backbone = load_backbone(backbone_path, quantization, cuda, bf16)
+    # A backbone trained whole keeps float32 weights, and the trainer's bf16 autocast computes in bf16 (what the
+    # CPU's cpu_bf16 path does too): stored in bf16, an AdamW step of lr ~1e-4 is below the resolution of most
+    # weights (bf16 keeps 8 bits of mantissa) and is rounded away. Under LoRA the frozen weights stay bf16 (PEFT
+    # keeps the adapter in float32), and a quantized backbone computes in bf16.
+    backbone = load_backbone(backbone_path, quantization, cuda, bf16 and bool(lora))
     torch.manual_seed(seed)  # LoRA's and the head's initial weights
     if quantization != "none":
         if not lora:

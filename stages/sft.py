@@ -7,7 +7,8 @@ Writes  models/sft (the LoRA adapter, the tokenizer and the exact chat template 
         metrics/timings/sft.json (tokens/s). Resume checkpoints: checkpoints/sft (git- and dvc-ignored).
 
 Loss is on assistant turns only, end-of-turn token included (ladder.chat). On CUDA the stage picks bf16,
-flash-attention 2 (when flash-attn is installed) and paged_adamw_32bit; on CPU sdpa, fp32 and adamw_torch.
+flash-attention 2 (when flash-attn is installed) and paged_adamw_32bit; on CPU sdpa, fp32 (bf16 autocast
+with `cpu_bf16`) and fused AdamW.
 A run stopped part way resumes from its last complete checkpoint when started again with the same
 inputs and params; checkpoints of other inputs are discarded.
 

@@ -371,3 +371,34 @@ def test_the_seed_fixes_every_initial_weight(backbones):
     assert not torch.equal(first["head.1.weight"], other["head.1.weight"])
     lora_a = next(k for k in first if "lora_A" in k)
     assert not torch.equal(first[lora_a], other[lora_a])
+
+
+def moved_share(model, steps: int = 1, lr: float = 7e-5) -> float:
+    """The share of the encoder blocks' weights that `steps` AdamW steps at the default judge rate change."""
+    ids = torch.randint(5, 100, (4, 16), generator=torch.Generator().manual_seed(0))
+    blocks = {n: p for n, p in model.backbone.named_parameters() if ".layer." in n and n.endswith("weight")}
+    before = {n: p.detach().clone() for n, p in blocks.items()}
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr, weight_decay=0.0)
+    for _ in range(steps):
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = model(ids, torch.ones_like(ids), torch.tensor([0, 1, 0, 1])).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+    changed = sum(int((p.detach() != before[n]).sum()) for n, p in blocks.items())
+    return changed / sum(p.numel() for p in blocks.values())
+
+
+def test_a_judge_trained_whole_keeps_float32_weights_where_bf16_is_asked(backbones):
+    # On a GPU the stage asks for bf16 (hw["bf16"]): the trainer's autocast computes in it, the weights it
+    # updates stay float32. Stored in bf16, a step of lr 7e-5 is lost on every weight above ~0.03 in size.
+    whole = build_judge(backbones / "bert", 2, 0.1, "none", None, seed=0, bf16=True)
+    assert {p.dtype for p in whole.backbone.parameters()} == {torch.float32}
+    assert moved_share(whole) == 1.0
+    rounded_away = build_judge(backbones / "bert", 2, 0.1, "none", None, seed=0).to(torch.bfloat16)
+    rounded_away.head.float()  # as PairJudge computes its head
+    assert moved_share(rounded_away) < 0.95  # not vacuous: this is what bf16 weights did
+    # Under LoRA only the adapter trains: the frozen backbone may stay bf16, the adapter is float32.
+    adapted = build_judge(backbones / "bert", 2, 0.1, "none", LORA_BERT, seed=0, bf16=True)
+    dtypes = {("lora_" in n, p.dtype) for n, p in adapted.backbone.named_parameters()}
+    assert dtypes == {(False, torch.bfloat16), (True, torch.float32)}

@@ -11,7 +11,7 @@ from ladder.gguf_export import check_supported, export_gguf
 from ladder.models import tiny_model
 from ladder.quantization import (NF4_BLOCKSIZE, bnb_config, bnb_shape_problems, format_names, load_quantized,
                                  model_skeleton, quantizable_layers, weight_files)
-from stages.quantize import fidelity, main, quantize_bnb, sizes
+from stages.quantize import fidelity, generation_speed, main, quantize_bnb, sizes
 
 # 4 query heads over 2 key/value heads of 32, so every layer's in and out features are multiples of 64 (both
 # bitsandbytes CPU paths take it) and rows fill whole q8_0 blocks; weights large enough that the next-token
@@ -211,3 +211,31 @@ def test_fidelity_is_zero_for_the_same_model_and_positive_for_another():
 
 def test_format_names():
     assert format_names(["int8", "gguf", "nf4"], ["f16", "q8_0"]) == ["int8", "gguf-f16", "gguf-q8_0", "nf4"]
+
+
+def test_generation_speed_leaves_the_first_call_out_of_the_timing():
+    """A model's first generate on a GPU pays for loading kernels; the figure is the tokens/s of a later one."""
+    import time
+
+    from transformers import BatchEncoding
+
+    class FirstCallSlow:
+        device = torch.device("cpu")
+
+        def __init__(self):
+            self.asked: list[int] = []
+
+        def generate(self, max_new_tokens, min_new_tokens, **kwargs):
+            self.asked.append(max_new_tokens)
+            time.sleep(1.0 if len(self.asked) == 1 else 0.05)
+
+    class Tokenizer:
+        pad_token_id = 0
+
+        def __call__(self, text, **kwargs):
+            return BatchEncoding({"input_ids": torch.tensor([[1, 2]])})
+
+    model = FirstCallSlow()
+    speed = generation_speed(model, Tokenizer(), "Hi", 32)
+    assert model.asked == [2, 32]  # a short untimed call, then the timed one
+    assert 32 / 0.5 < speed <= 32 / 0.05  # one second of setup would have made it under 32 tokens/s

@@ -65,7 +65,7 @@ def test_hardware_decides_precision_and_optimizer_unless_params_do():
     assert trainer_arguments({}, "o", 0, GPU, optim_gpu="paged_adamw_32bit")["optim"] == "paged_adamw_32bit"
     assert trainer_arguments({}, "o", 0, GPU)["bf16"] is True
     cpu = trainer_arguments({}, "o", 0, CPU, optim_gpu="paged_adamw_32bit")
-    assert cpu["optim"] == "adamw_torch" and cpu["bf16"] is False and cpu["report_to"] == "none"
+    assert cpu["optim"] == "adamw_torch_fused" and cpu["bf16"] is False and cpu["report_to"] == "none"
     assert trainer_arguments({"optim": "sgd"}, "o", 0, CPU)["optim"] == "sgd"
 
 

@@ -1,5 +1,6 @@
 """The QLoRA arena judge on the GPU: a bitsandbytes int8 (or nf4, bf16 compute) backbone placed on this
-process's GPU, trained through LoRA with the 8-bit AdamW, scoring pairs on the GPU."""
+process's GPU, trained through LoRA with the 8-bit AdamW, scoring pairs on the GPU; and the default judge,
+trained whole, over float32 weights."""
 from __future__ import annotations
 
 import random
@@ -90,3 +91,45 @@ def test_quantized_judge_trains_through_lora_with_adamw_8bit_on_the_gpu(kind, qu
     scored = judge.score(rows(4))
     assert len(scored) == 4
     assert all(0 <= s["p_a"] <= 1 and abs(s["p_a"] + s["p_b"] - 1) < 1e-4 for s in scored.values())
+
+
+def test_a_judge_trained_whole_on_the_gpu_keeps_float32_weights_and_computes_in_bf16(tiny_bert, tmp_path,
+                                                                                      monkeypatch):
+    """The default judge (no LoRA, no quantization) as the classifier stage trains it on a GPU: bf16 autocast and
+    adamw_8bit over float32 weights, so the small steps of its learning rate are not rounded away."""
+    import bitsandbytes as bnb
+    from datasets import Dataset
+    from transformers import AutoTokenizer, Trainer, TrainingArguments
+
+    from ladder.judge import LABELS, encode_segments, judge_fields, pad_batch
+    from ladder.training import trainer_arguments
+
+    monkeypatch.chdir(tmp_path)
+    hw = hardware()
+    model = build_judge(tiny_bert, 2, 0.1, "none", None, seed=0, cuda=hw["cuda"], bf16=hw["bf16"], kind="replies")
+    assert hw["bf16"] and {(p.dtype, p.device.type) for p in model.parameters()} == {(torch.float32, "cuda")}
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(tiny_bert), model.decoder)
+    data = rows()
+    ids, segments = encode_segments([judge_fields(r["prompt"], r["response_a"], r["response_b"]) for r in data],
+                                    tokenizer, 64, model.decoder)
+    dataset = Dataset.from_dict({"input_ids": ids, "segments": segments,
+                                 "labels": [LABELS.index(r["winner"]) for r in data]})
+    trainer_params = {"max_steps": 3, "per_device_train_batch_size": 4, "learning_rate": 7e-5}  # the default rate
+    args = TrainingArguments(**trainer_arguments(trainer_params, str(tmp_path / "ck"), 0, hw, optim_gpu="adamw_8bit"))
+    trainer = Trainer(model=model, args=args, train_dataset=dataset,
+                      data_collator=lambda batch: pad_batch(tokenizer, batch))
+    blocks = {n: p for n, p in model.backbone.named_parameters() if ".layer." in n and n.endswith("weight")}
+    before = {n: p.detach().clone() for n, p in blocks.items()}
+    seen = set()
+    query = model.backbone.encoder.layer[0].attention.self.query
+    query.register_forward_hook(lambda module, inputs, out: seen.add(out.dtype) if module.training else None)
+    trainer.train()
+
+    assert seen == {torch.bfloat16}  # the matmuls ran in bf16 under the trainer's autocast
+    optimizer = getattr(trainer.optimizer, "optimizer", trainer.optimizer)
+    assert isinstance(optimizer, bnb.optim.AdamW) and optimizer.args.optim_bits == 8
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    changed = sum(int((p.detach() != before[n]).sum()) for n, p in blocks.items())
+    share = changed / sum(p.numel() for p in blocks.values())
+    print(f"share of the encoder blocks' weights moved by 3 steps at lr 7e-5: {share:.4f}")
+    assert share > 0.99  # with bf16 weights most of these steps were rounded away (tests/test_classifier.py)
