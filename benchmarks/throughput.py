@@ -2,7 +2,7 @@
 
 Run by hand after `dvc repro` (the stages read the pipeline's own inputs: models/base, data/scored, ...):
     python benchmarks/throughput.py [--repeats 3] [--stages sft,dpo,reward,classifier,inference] [--full]
-                                    [--cpu-bf16 auto|on|off]
+                                    [--cpu-bf16 auto|on|off] [--set sft.packing=true ...]
 
 1. Peaks: float32 and bfloat16 matrix products (square, 1024 to 4096) on torch's threads, best of `repeats`.
 2. Each stage runs as `python -m stages.<name>` in a scratch folder (its inputs hard-linked from the workspace,
@@ -13,7 +13,8 @@ Run by hand after `dvc repro` (the stages read the pipeline's own inputs: models
    the activations through frozen weights), 6 for full fine-tuning, 2 for generation. N counts the weights of
    the matrix products of every token, the non-embedding parameters (an LM head, tied to the embeddings or not,
    is left out, as in Kaplan et al.; TRL's fused head projects only labelled positions anyway). Attention's own
-   products (QK^T, AV) are not counted either, so each fraction is a lower bound.
+   products (QK^T, AV) are not counted either, so each fraction is a lower bound. DPO is also given at 6N: its
+   reference forward (the adapter switched off) is 2N more per token, done inside each step.
 """
 from __future__ import annotations
 
@@ -97,7 +98,7 @@ def merged(base: dict, override: dict) -> dict:
         k: v for k, v in base.items() if k not in override}
 
 
-def run_stage(stage: str, full: bool, cpu_bf16: str | None = None) -> dict:
+def run_stage(stage: str, full: bool, cpu_bf16: str | None = None, settings: tuple[str, ...] = ()) -> dict:
     """One run of the stage in a fresh scratch folder; its timing file."""
     from ruamel.yaml import YAML
 
@@ -107,6 +108,13 @@ def run_stage(stage: str, full: bool, cpu_bf16: str | None = None) -> dict:
         params[stage] = merged(params[stage], SHORT[stage])
     if cpu_bf16 and stage in WORK:
         params[stage]["cpu_bf16"] = cpu_bf16
+    for setting in settings:  # section.key[.key...]=YAML value, as `dvc exp run -S` takes it
+        path, value = setting.split("=", 1)
+        *parents, leaf = path.split(".")
+        target = params
+        for key in parents:
+            target = target.setdefault(key, {})
+        target[leaf] = yaml.load(value)
     with tempfile.TemporaryDirectory(prefix=f"throughput-{stage}-") as tmp:
         work = Path(tmp)
         scratch_copy(stage, work)
@@ -129,14 +137,15 @@ def spread(values: list[float]) -> str:
 @click.option("--full", is_flag=True, help="the default steps, not a short run")
 @click.option("--cpu-bf16", type=click.Choice(["auto", "on", "off"]), default=None,
               help="the training stages' cpu_bf16 (default: each stage's own in params.yaml)")
-def main(repeats: int, names: str, full: bool, cpu_bf16: str | None) -> None:
+@click.option("--set", "settings", multiple=True, help="a param for the stages run, e.g. --set sft.packing=true")
+def main(repeats: int, names: str, full: bool, cpu_bf16: str | None, settings: tuple[str, ...]) -> None:
     import torch
 
     peak = peaks(repeats)
     print(f"{torch.get_num_threads()} threads; matmul peak GFLOP/s: float32 {peak['float32']:.1f}, "
           f"bfloat16 {peak['bfloat16']:.1f}", flush=True)
     for stage in names.split(","):
-        runs = [run_stage(stage, full, cpu_bf16) for _ in range(repeats)]
+        runs = [run_stage(stage, full, cpu_bf16, settings) for _ in range(repeats)]
         if stage == "inference":
             for model in [m for m in runs[0] if isinstance(runs[0][m], dict)]:
                 n = non_embedding_parameters(ROOT / "models/base")
@@ -152,6 +161,9 @@ def main(repeats: int, names: str, full: bool, cpu_bf16: str | None) -> None:
               f"{k}N = {k * n / 1e6:.0f} MFLOP/token -> GFLOP/s {spread(gflops)}; best = "
               f"{max(gflops) / peak['float32']:.1%} of float32 peak, {max(gflops) / peak['bfloat16']:.1%} of bfloat16",
               flush=True)
+        if stage == "dpo":  # the reference model's forward is DPO's own work too: 2N more per token
+            print(f"{'':>10}  with the reference forward, 6N: {6 * n * max(rates) / 1e9 / peak['float32']:.1%} of "
+                  f"float32 peak", flush=True)
 
 
 if __name__ == "__main__":

@@ -109,10 +109,14 @@ def train(params: dict, data: dict, base: str | Path, hw: dict, checkpoints: Pat
     with config.main_process_first(desc="checkpoints"):  # the main process clears stale ones, alone
         resume = resume_point(checkpoints, mark)
     live = LiveCallback("sft", params={k: v for k, v in params.items() if k != "trainer"} | params["trainer"])
-    collator = DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id, padding_free=config.padding_free)
+    # Packed (bfd) or padding-free batches are one row with position ids, which transformers turns into a
+    # block-diagonal mask (sdpa and flash-attention alike); TRL builds that collator itself and refuses another.
+    padding_free = config.padding_free or (config.packing and config.packing_strategy in ("bfd", "bfd_split"))
+    collator = None if padding_free else checked_collator(
+        DataCollatorForLanguageModeling(pad_token_id=tokenizer.pad_token_id))
     trainer = SFTTrainer(model=load_causal_lm(base, hw), args=config, train_dataset=train_set, eval_dataset=eval_set,
                          processing_class=tokenizer, peft_config=lora_config(params["lora"]),
-                         data_collator=checked_collator(collator), callbacks=[live, *callbacks])
+                         data_collator=collator, callbacks=[live, *callbacks])
     base_loss = trainer.evaluate()["eval_loss"]  # LoRA starts as a no-op: this is the base model's loss
     if resume:
         log.info("resuming from %s", resume)

@@ -167,3 +167,29 @@ def test_token_count_separates_real_tokens_from_padding():
     padding_free = TokenCount(lambda rows: {"input_ids": torch.tensor([sum(rows, [])])})
     padding_free([[1, 2], [3]])
     assert (padding_free.real, padding_free.padded) == (3, 3)
+
+
+def test_a_packed_row_attends_within_each_conversation_only(base):
+    """Packed and padding-free batches rest on transformers reading position ids as sequence starts (sdpa
+    included; only without a KV cache, as in training, where TRL turns the cache off): the logits of two
+    sequences in one row are those of each alone."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(base, attn_implementation="sdpa").eval()
+    first, second = torch.randint(10, 500, (1, 5)), torch.randint(10, 500, (1, 7))
+    with torch.no_grad():
+        alone = torch.cat([model(input_ids=first).logits, model(input_ids=second).logits], dim=1)
+        packed = model(input_ids=torch.cat([first, second], dim=1),
+                       position_ids=torch.cat([torch.arange(5), torch.arange(7)])[None], use_cache=False).logits
+        unmarked = model(input_ids=torch.cat([first, second], dim=1), use_cache=False).logits
+    assert torch.allclose(packed, alone, atol=1e-5)
+    assert not torch.allclose(unmarked[:, 5:], alone[:, 5:], atol=1e-3)  # not vacuous: one sequence sees the other
+
+
+def test_packing_trains_on_padding_free_rows(base, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    data = {"train": CONVERSATIONS[:8], "eval": CONVERSATIONS[8:]}
+    trainer, figures, timings = train({**params(), "packing": True}, data, base, hardware(), checkpoints=tmp_path / "ck")
+    assert trainer.args.packing and figures["steps"] == 4
+    assert figures["eval_loss"] < figures["eval_loss_base"]
+    assert timings["train_padding_share"] == 0.0 and timings["train_tokens"] > 0  # one row a batch, no padding
