@@ -77,18 +77,11 @@ def copy_project(folder: Path) -> None:
 
 def set_params(params_file: Path, settings: list[str]) -> None:
     """`key.sub=value` (value read as YAML) written into params.yaml, comments kept."""
-    from ruamel.yaml import YAML
-
-    from ladder.recipes import edit
+    from ladder.recipes import assign, edit
 
     def change(data):
         for setting in settings:
-            key, _, raw = setting.partition("=")
-            *path, last = key.split(".")
-            node = data
-            for part in path:
-                node = node[part]
-            node[last] = YAML(typ="safe", pure=True).load(raw)
+            assign(data, setting)
 
     edit(params_file, change)
 

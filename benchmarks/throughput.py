@@ -18,6 +18,7 @@ Run by hand after `dvc repro` (the stages read the pipeline's own inputs: models
 """
 from __future__ import annotations
 
+import copy
 import json
 import os
 import shutil
@@ -93,28 +94,20 @@ def scratch_copy(stage: str, target: Path) -> None:
             os.link(source, dest)
 
 
-def merged(base: dict, override: dict) -> dict:
-    return {k: merged(base.get(k, {}), v) if isinstance(v, dict) else v for k, v in override.items()} | {
-        k: v for k, v in base.items() if k not in override}
-
-
 def run_stage(stage: str, full: bool, cpu_bf16: str | None = None, settings: tuple[str, ...] = ()) -> dict:
     """One run of the stage in a fresh scratch folder; its timing file."""
     from ruamel.yaml import YAML
 
+    from ladder.recipes import assign, merge
+
     yaml = YAML(typ="safe", pure=True)
     params = yaml.load((ROOT / "params.yaml").read_text())
     if not full:
-        params[stage] = merged(params[stage], SHORT[stage])
+        merge(params[stage], copy.deepcopy(SHORT[stage]))
     if cpu_bf16 and stage in WORK:
         params[stage]["cpu_bf16"] = cpu_bf16
-    for setting in settings:  # section.key[.key...]=YAML value, as `dvc exp run -S` takes it
-        path, value = setting.split("=", 1)
-        *parents, leaf = path.split(".")
-        target = params
-        for key in parents:
-            target = target.setdefault(key, {})
-        target[leaf] = yaml.load(value)
+    for setting in settings:
+        assign(params, setting)
     with tempfile.TemporaryDirectory(prefix=f"throughput-{stage}-") as tmp:
         work = Path(tmp)
         scratch_copy(stage, work)

@@ -23,6 +23,19 @@ def merge(base: dict, overrides: dict) -> dict:
     return base
 
 
+def assign(data: dict, setting: str) -> dict:
+    """`section.key[.key...]=value` (the value read as YAML, as `dvc exp run -S` takes it) written into `data`."""
+    key, _, raw = setting.partition("=")
+    *path, last = key.split(".")
+    node = data
+    for part in path:
+        if not isinstance(node.get(part), dict):
+            raise KeyError(f"{key}: params have no section {part!r}")
+        node = node[part]
+    node[last] = YAML(typ="safe", pure=True).load(raw)
+    return data
+
+
 def apply(recipe: str | Path, params: str | Path = "params.yaml") -> None:
     recipe = Path(recipe)
     if not recipe.is_file():

@@ -94,6 +94,18 @@ def test_merge_is_recursive_and_replaces_leaves():
     assert merge(base, {"a": {"c": {"d": 3}}, "e": [2]}) == {"a": {"b": 1, "c": {"d": 3}}, "e": [2]}
 
 
+def test_assign_writes_one_setting_read_as_yaml_and_names_a_missing_section():
+    from ladder.recipes import assign
+
+    data = {"sft": {"trainer": {"max_steps": 32}, "packing": False}}
+    assign(data, "sft.trainer.max_steps=8")
+    assign(data, "sft.packing=true")
+    assign(data, "sft.lora=null")
+    assert data == {"sft": {"trainer": {"max_steps": 8}, "packing": True, "lora": None}}
+    with pytest.raises(KeyError, match="no section 'trainer'"):
+        assign({"dpo": {}}, "dpo.trainer.max_steps=1")
+
+
 def test_chai_recipe_builds_the_authors_dpo_settings(params_with):
     from trl import DPOConfig
 
