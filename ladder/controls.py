@@ -13,8 +13,9 @@ import logging
 import random
 from pathlib import Path
 
+from ladder.params import CONTROLS
+
 log = logging.getLogger("ladder.controls")
-CONTROLS = ("reference", "shuffled")
 REQUIRED = ("id", "source", "messages", "thumbs_up", "split")
 
 

@@ -12,10 +12,11 @@ import json
 import logging
 from pathlib import Path
 
+from ladder.params import GGUF_TYPES as TYPES
+
 log = logging.getLogger("ladder.gguf")
 # transformers architectures llama.cpp converts as its `llama` architecture
 ARCHITECTURES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "llama"}
-TYPES = ("f32", "f16", "bf16", "q8_0")
 
 # llama.cpp cannot run a tokenizer.json's pre-tokenizer; it reimplements each known one and picks it by the
 # `tokenizer.ggml.pre` name. Its converter (convert_hf_to_gguf.py, get_vocab_base_pre) tells which one a

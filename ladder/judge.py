@@ -26,9 +26,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ladder.params import JUDGE_HEADS as HEADS
+
 CONFIG_FILE, HEAD_FILE = "judge.json", "head.safetensors"
 LABELS = ("model_a", "model_b", "tie")
-HEADS = ("cls", "replies")
 A_MARK, B_MARK = "\n\n<response_a>: ", "\n\n<response_b>: "
 
 

@@ -19,9 +19,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ladder.params import LAUNCHERS
+
 TRAINING_STAGES = ("reward", "sft", "dpo", "classifier")
 SHARDABLE = ("sft", "dpo")  # they gather sharded LoRA weights before saving; the others save whole models
-LAUNCHERS = ("python", "accelerate")
 
 
 def accelerate_settings(config_file: str | Path) -> dict:

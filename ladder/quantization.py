@@ -14,7 +14,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-BNB_METHODS = ("int8", "nf4")
+from ladder.params import BNB_METHODS
+
 GGUF_PREFIX = "gguf-"
 # bitsandbytes 0.50's packed 4-bit CPU kernel (see bnb_shape_problems): output features per block, and the
 # number of weights one 4-bit scale covers (Params4bit's default block size; transformers does not change it)

@@ -25,7 +25,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ladder.params import load_params
+from ladder.params import read_yaml
 
 EVAL = "metrics/eval.json"
 EXAMPLES = "reports/examples.json"
@@ -54,13 +54,13 @@ def json_at(rev: str | None, path: str) -> dict | None:
 
 def review_params(params: dict) -> tuple[tuple[float, float], int]:
     """(absolute, relative) tolerance and the number of examples, from params.yaml `review`."""
+    from ladder.params import ParamsError, checked
+
     try:
-        section = params["review"]
-        return (float(section["tolerance"]["absolute"]), float(section["tolerance"]["relative"])), \
-            int(section["examples"])
-    except (KeyError, TypeError) as missing:
-        raise SystemExit(f"ladder.review: params.yaml `review` lacks {missing} (needs examples, "
-                         f"tolerance.absolute, tolerance.relative)") from None
+        section = checked("review", params)
+    except ParamsError as error:
+        raise SystemExit(f"ladder.review: {error}") from None
+    return (float(section["tolerance"]["absolute"]), float(section["tolerance"]["relative"])), int(section["examples"])
 
 
 def fmt(value) -> str:
@@ -222,7 +222,7 @@ def review(base: str, show_all: bool = False) -> str:
     """The review of the working tree (the pull request's head) against `base`, from the repository root."""
     if not Path("params.yaml").is_file():
         raise SystemExit("ladder.review: no params.yaml here: run it from the repository root")
-    tol, n_examples = review_params(load_params("params.yaml"))
+    tol, n_examples = review_params(read_yaml("params.yaml"))
     flags = ["--all"] if show_all else []
     return render(base, json_at(None, EVAL), json_at(base, EVAL), json_at(None, EXAMPLES),
                   dvc_json(["params", "diff", base, *flags]), dvc_json(["metrics", "diff", base, *flags]),

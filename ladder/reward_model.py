@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from ladder.params import OBJECTIVES
+
 OBJECTIVE_FILE = "reward_objective.json"
-OBJECTIVES = ("regression", "classification")
 
 
 def render(messages: list[dict], tokenizer) -> str:

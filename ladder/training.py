@@ -16,12 +16,13 @@ from typing import Any
 from transformers import TrainerCallback
 from transformers.integrations import DVCLiveCallback
 
+from ladder.params import CPU_BF16_CHOICES
+
 log = logging.getLogger("ladder.training")
 TIMING_WORDS = ("runtime", "per_second", "flos", "_time")
 # x86 flags (Linux /proc/cpuinfo names) of native bfloat16 dot products; without them oneDNN emulates
 # bfloat16 and autocast runs slower than float32
 CPU_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-CPU_BF16_CHOICES = ("auto", "on", "off")
 
 
 def hardware() -> dict[str, Any]:
@@ -85,23 +86,13 @@ def is_main_process() -> bool:
     return process_rank()[0] == 0
 
 
-def begin(stage: str, params_file: str) -> tuple[dict, dict]:
-    """What every training stage does first: logging, its params section, and the hardware it will use
-    (with the section's cpu_bf16 choice), logged with this process's rank."""
-    from ladder.params import section
-
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params = section(stage, params_file)
+def stage_hardware(stage: str, params: dict) -> dict:
+    """The hardware `stage` will use, with its params section's cpu_bf16 choice, logged with this process's
+    rank (ladder.stage calls it for the stages that load models)."""
     hw = hardware()
     logging.getLogger(f"ladder.{stage}").info("hardware: %s; attention %s; process %d of %d", hw,
                                               attn_implementation(hw), *process_rank())
-    try:  # absent: off, as before the choice existed
-        hw = with_cpu_autocast(hw, params.get("cpu_bf16", "off"), stage)
-    except ValueError as error:
-        import click
-
-        raise click.ClickException(str(error)) from None
-    return params, hw
+    return with_cpu_autocast(hw, params.get("cpu_bf16", "off"), stage) if "cpu_bf16" in params else hw
 
 
 def attn_implementation(hw: dict) -> str:

@@ -32,8 +32,8 @@ import math
 import time
 from pathlib import Path
 
-import click
-
+from ladder.errors import InputError
+from ladder.stage import stage
 from ladder.validity import order_figures
 
 log = logging.getLogger("ladder.classifier")
@@ -117,7 +117,7 @@ def train(model, tokenizer, pairs: list[tuple], params: dict, hw: dict):
     from ladder.judge import encode_segments, judge_fields, pad_batch
     from ladder.training import LiveCallback, count_tokens, token_timings, trainer_arguments
 
-    fields = [judge_fields(p, a, b, tokenizer, params.get("field_budget")) for p, a, b, _ in pairs]
+    fields = [judge_fields(p, a, b, tokenizer, params["field_budget"]) for p, a, b, _ in pairs]
     ids, segments = encode_segments(fields, tokenizer, params["max_length"], model.decoder)
     columns = {"input_ids": ids, "labels": [label for *_, label in pairs]}
     if model.kind == "replies":
@@ -197,31 +197,30 @@ def evaluate(scored: dict[str, dict], rows: list[dict], labels: list[str], major
     return metrics, {"calibration": calibration, "confusion": confusion}
 
 
-@click.command(help=__doc__)
-@click.option("--params", "params_file", default="params.yaml", show_default=True)
-def main(params_file: str) -> None:
+@stage("classifier", hardware=True)
+def main(all_params: dict, hw: dict) -> None:
     from transformers import AutoTokenizer
 
     from ladder.io import atomic_path, rounded, write_json
     from ladder.judge import LABELS, build_judge, is_decoder, load_judge, prepare_tokenizer, save_judge
     from ladder.models import read_identity
-    from ladder.training import begin, is_main_process, split_timings
+    from ladder.training import is_main_process, split_timings
 
-    params, hw = begin("classifier", params_file)
+    params = all_params["classifier"]
     try:
         data, ties_dropped = load_rows("data/clean/arena.parquet", "data/clean/preferences.parquet", params["ties"],
-                                       params.get("preference_share", 0), params.get("rejected_ties", False))
-    except ValueError as error:
-        raise click.ClickException(str(error)) from None
+                                       params["preference_share"], params["rejected_ties"])
+    except ValueError as error:  # a column missing from the clean tables
+        raise InputError(str(error)) from None
     labels = list(LABELS[:3 if params["ties"] == "class" else 2])
     start = time.perf_counter()
     try:
-        pairs = training_pairs(data["train"], labels, params["swap_augment"], params.get("identical_pairs", 0.0),
-                               params.get("identical_label", "each"))
+        pairs = training_pairs(data["train"], labels, params["swap_augment"], params["identical_pairs"],
+                               params["identical_label"])
         model = build_judge("models/judge_base", len(labels), params["head_dropout"], params["quantization"],
-                            params.get("lora"), params["seed"], hw["cuda"], hw["bf16"], params.get("head", "cls"))
-    except ValueError as error:  # a bad setting or a backbone bitsandbytes cannot take: one line, no traceback
-        raise click.ClickException(str(error)) from None
+                            params["lora"], params["seed"], hw["cuda"], hw["bf16"], params["head"])
+    except ValueError as error:  # a backbone bitsandbytes cannot take: one line, no traceback
+        raise InputError(str(error)) from None
     tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained("models/judge_base"), is_decoder(model.backbone.config))
     figures = train(model, tokenizer, pairs, params, hw)
     train_seconds = time.perf_counter() - start
@@ -229,7 +228,7 @@ def main(params_file: str) -> None:
         return
     # The backbone by what it is (id, revision), not by where it lies: load_judge checks the folder it is given.
     settings = {"backbone": read_identity("models/judge_base"), "labels": labels,
-                **{k: params.get(k) for k in SETTINGS}, "head": model.kind}
+                **{k: params[k] for k in SETTINGS}, "head": model.kind}
     with atomic_path("models/judge") as tmp:
         save_judge(model, tokenizer, settings, tmp)
     judge = load_judge("models/judge", "models/judge_base", hw["cuda"], hw["bf16"])  # measure what was saved, as inference loads it

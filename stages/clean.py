@@ -23,6 +23,7 @@ import click
 import polars as pl
 
 from ladder.records import SCHEMAS, TABLES, unit_interval
+from ladder.stage import stage
 
 log = logging.getLogger("ladder.clean")
 
@@ -206,17 +207,13 @@ def clean_metrics(raw: dict, tables: dict, dropped: pl.DataFrame, extra: Counter
             "not_made": dict(sorted(extra.items())), "rejected_rows": rejects.height}
 
 
-@click.command(help=__doc__)
-@click.option("--params", "params_file", default="params.yaml", show_default=True)
+@stage("clean")
 @click.option("--raw-dir", default="data/raw", show_default=True)
 @click.option("--out-dir", default="data/clean", show_default=True)
-def main(params_file: str, raw_dir: str, out_dir: str) -> None:
+def main(params: dict, raw_dir: str, out_dir: str) -> None:
     from ladder.io import write_json, write_parquet
-    from ladder.params import load_params
     from ladder.sources import read_raw
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params = load_params(params_file)
     start = time.perf_counter()
     raw = {name: (spec["format"], read_raw(Path(raw_dir) / f"{name}.parquet"))
            for name, spec in params["fetch"]["sources"].items()}

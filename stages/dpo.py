@@ -20,7 +20,7 @@ import logging
 import time
 from pathlib import Path
 
-import click
+from ladder.stage import stage
 
 log = logging.getLogger("ladder.dpo")
 METHODS = ("dpo", "simpo", "orpo")
@@ -77,7 +77,7 @@ def trainer_for(params: dict, model, tokenizer, data: dict, hw: dict, callbacks=
         config, trainer_class = DPOConfig(**args, loss_type=[params["loss_type"]]), DPOTrainer
     elif method == "simpo":  # SimPO is CPO with the simpo loss and no behaviour-cloning term
         from trl.experimental.cpo import CPOConfig, CPOTrainer
-        config = CPOConfig(**args, loss_type="simpo", cpo_alpha=0.0, simpo_gamma=params.get("simpo_gamma", 0.5))
+        config = CPOConfig(**args, loss_type="simpo", cpo_alpha=0.0, simpo_gamma=params["simpo_gamma"])
         trainer_class = CPOTrainer
     else:
         from trl.experimental.orpo import ORPOConfig, ORPOTrainer
@@ -92,19 +92,18 @@ def eval_figures(metrics: dict) -> dict:
     return {name: round(float(metrics[key]), 6) for name, key in pick.items() if key in metrics}
 
 
-@click.command(help=__doc__)
-@click.option("--params", "params_file", default="params.yaml", show_default=True)
-def main(params_file: str) -> None:
+@stage("dpo", hardware=True)
+def main(all_params: dict, hw: dict) -> None:
     from transformers import AutoTokenizer
 
     from ladder.io import atomic_path, write_json
-    from ladder.training import (LiveCallback, begin, count_tokens, gathered_state_dict, is_main_process, save_adapter,
+    from ladder.training import (LiveCallback, count_tokens, gathered_state_dict, is_main_process, save_adapter,
                                  split_timings, token_timings)
 
-    params, hw = begin("dpo", params_file)
+    params = all_params["dpo"]
     tokenizer = AutoTokenizer.from_pretrained("models/sft")  # carries the chat template SFT trained with
     data = load_pairs("data/scored/dpo.parquet", tokenizer, params["max_prompt_length"])
-    if params.get("eval_pairs") is not None:
+    if params["eval_pairs"] is not None:
         data["eval"] = data["eval"].select(range(min(params["eval_pairs"], len(data["eval"]))))
     live = LiveCallback("dpo", params={k: v for k, v in params.items() if k != "trainer"} | params["trainer"])
     trainer = trainer_for(params, sft_model("models/base", "models/sft", hw), tokenizer, data, hw, [live])

@@ -19,7 +19,8 @@ from pathlib import Path
 
 import click
 
-from ladder.params import section
+from ladder.errors import InputError
+from ladder.stage import stage
 
 log = logging.getLogger("ladder.fetch")
 # The judge and the reward model have a backbone each: switching the judge must not retrain the reward model.
@@ -44,29 +45,26 @@ def fetch_model(params: dict, which: str) -> Path:
     from ladder.models import materialize
     from ladder.sources import hf_token
 
-    if not params.get(f"{which}_model"):
-        raise click.BadParameter(f"fetch.{which}_model is not set", param_hint=f"fetch.{which}_model")
-    spec = params[f"{which}_model"]
-    revision = params.get(f"{which}_revision")
+    spec, revision = params[f"{which}_model"], params[f"{which}_revision"]
+    if not spec:
+        raise InputError(f"fetch.{which}_model is empty")
     target = Path(MODEL_TARGETS[which])
-    materialize(spec, target, revision=revision, seed=params.get("seed", 0),
+    materialize(spec, target, revision=revision, seed=params["seed"],
                 token=None if spec.startswith(("bundled:", "tiny:")) else hf_token())
     log.info("model %s: %s%s -> %s", which, spec, f"@{revision}" if revision else "", target)
     return target
 
 
-@click.command(help=__doc__)
+@stage("fetch")
 @click.option("--source", help="name of a source in params fetch.sources")
 @click.option("--model", type=click.Choice(sorted(MODEL_TARGETS)), help="which starting model to fetch")
-@click.option("--params", "params_file", default="params.yaml", show_default=True)
-def main(source: str | None, model: str | None, params_file: str) -> None:
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+def main(all_params: dict, source: str | None, model: str | None) -> None:
     if bool(source) == bool(model):
         raise click.UsageError("give exactly one of --source NAME or --model base|judge|reward")
-    params = section("fetch", params_file)
+    params = all_params["fetch"]
     start = time.perf_counter()
     if source:
-        sources = params.get("sources") or {}
+        sources = params["sources"]
         if source not in sources:
             raise click.BadParameter(f"{source!r} is not in fetch.sources ({', '.join(sources)})", param_hint="--source")
         fetch_source(sources[source], source)

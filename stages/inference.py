@@ -33,12 +33,11 @@ import logging
 import time
 from pathlib import Path
 
-import click
-
-from ladder.controls import CONTROLS
+from ladder.errors import InputError
+from ladder.params import CHAT_MODELS
+from ladder.stage import stage
 
 log = logging.getLogger("ladder.inference")
-CHAT_MODELS = ("base", "sft", "merged", "int8", "nf4", "gguf-f16", "gguf-q8_0")
 VLLM_MODELS = ("base", "merged", "gguf-f16", "gguf-q8_0")
 # the p_tie columns are null for a two-label judge; metrics needs each order's tie share for the position figures
 JUDGMENT_COLUMNS = ("p_a", "p_b", "p_tie", "p_a_ab", "p_a_ba", "p_tie_ab", "p_tie_ba")
@@ -119,9 +118,8 @@ def pairwise(responses: dict[str, list[str]], prompts: list[dict]) -> list[dict]
             for i, p in enumerate(prompts) for a, b in itertools.combinations(responses, 2)]
 
 
-@click.command(help=__doc__)
-@click.option("--params", "params_file", default="params.yaml", show_default=True)
-def main(params_file: str) -> None:
+@stage("inference", hardware=True)
+def main(all_params: dict, hw: dict) -> None:
     import polars as pl
 
     from ladder.controls import control_replies, eval_prompts, held_out_prompts, identical_rows
@@ -130,26 +128,14 @@ def main(params_file: str) -> None:
     from ladder.io import write_json, write_parquet
     from ladder.judge import load_judge
     from ladder.models import read_identity
-    from ladder.params import load_params
     from ladder.reward_model import Scorer
-    from ladder.training import hardware
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
-    all_params = load_params(params_file)
     params = all_params["inference"]
-    unknown = [m for m in params["models"] if m not in CHAT_MODELS]
-    if unknown:
-        raise click.BadParameter(f"unknown model(s) {unknown}; known: {', '.join(CHAT_MODELS)}",
-                                 param_hint="inference.models")
-    controls_requested = list(params.get("controls") or [])
-    if any(c not in CONTROLS for c in controls_requested) or len(set(controls_requested)) < len(controls_requested):
-        raise click.BadParameter(f"controls {controls_requested}: each of {', '.join(CONTROLS)} at most once",
-                                 param_hint="inference.controls")
-    hw = hardware()
+    controls_requested = params["controls"]
     judge_backbone = json.loads(Path("models/judge/judge.json").read_text()).get("backbone")
     if judge_backbone and read_identity("models/judge_base") != judge_backbone:  # before hours of generation
-        raise click.ClickException(f"models/judge was trained on backbone {judge_backbone}, but models/judge_base "
+        raise InputError(f"models/judge was trained on backbone {judge_backbone}, but models/judge_base "
                                    f"holds {read_identity('models/judge_base')}: rerun the classifier stage")
     pool = eval_prompts("data/clean/conversations.parquet")
     prompts = held_out_prompts("data/clean/conversations.parquet", params["n_prompts"], params["seed"])

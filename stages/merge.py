@@ -25,7 +25,7 @@ import logging
 import time
 from pathlib import Path
 
-import click
+from ladder.stage import stage
 
 log = logging.getLogger("ladder.merge")
 DTYPES = ("float16", "bfloat16", "float32")
@@ -113,28 +113,21 @@ def model_card(fetch: dict, sft: dict, dpo: dict, merge: dict, metrics: dict) ->
     return "\n".join(lines)
 
 
-@click.command(help=__doc__)
-@click.option("--params", "params_file", default="params.yaml", show_default=True)
-def main(params_file: str) -> None:
+@stage("merge")
+def main(params: dict) -> None:
     import polars as pl
     from transformers import AutoTokenizer, GenerationConfig
 
     from ladder.io import atomic_path, write_json
-    from ladder.params import load_params
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params = load_params(params_file)
     merge = params["merge"]
-    if merge.get("parity_dtype", "float64") not in PARITY_DTYPES:
-        raise click.BadParameter(f"{merge['parity_dtype']!r} is not one of {', '.join(PARITY_DTYPES)}",
-                                 param_hint="merge.parity_dtype")
     start = time.perf_counter()
     tokenizer = AutoTokenizer.from_pretrained("models/dpo")
     stack = stacked("models/base", "models/sft", "models/dpo")
     model = merged_from(stack, merge["dtype"])
     eval_rows = pl.read_parquet("data/scored/sft.parquet").filter(pl.col("split") == "eval").sort("id")
     conversations = eval_rows["messages"].to_list()[:merge["parity_conversations"]]
-    difference = max_logit_difference(stack, model, tokenizer, conversations, merge.get("parity_dtype", "float64"))
+    difference = max_logit_difference(stack, model, tokenizer, conversations, merge["parity_dtype"])
     metrics = {s: json.loads(Path(f"metrics/{s}.json").read_text()) for s in ("sft", "dpo")}
     with atomic_path("models/merged") as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
@@ -142,7 +135,7 @@ def main(params_file: str) -> None:
         GenerationConfig(do_sample=True, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
                          **merge["generation"]).save_pretrained(tmp)
         (tmp / "README.md").write_text(model_card(params["fetch"], params["sft"], params["dpo"], merge, metrics))
-    write_json({"dtype": merge["dtype"], "parity_dtype": merge.get("parity_dtype", "float64"),
+    write_json({"dtype": merge["dtype"], "parity_dtype": merge["parity_dtype"],
                 "parity_conversations": len(conversations),
                 "max_abs_logit_difference": float(f"{difference:.3e}")}, "metrics/merge.json")
     write_json({"seconds": round(time.perf_counter() - start, 2)}, "metrics/timings/merge.json")

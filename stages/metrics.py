@@ -29,13 +29,13 @@ import json
 import logging
 from pathlib import Path
 
-import click
-
 from ladder.elo import bootstrap_elo, fit_elo, fit_elo_controlled, length_feature, win_matrix
 from ladder.examples import best_generated, review_examples
+from ladder.errors import InputError
 from ladder.io import rounded
 from ladder.validity import (check_agreement, check_control_separation, check_flip_rate, check_identical_pairs,
                              check_length, judgment_rows, length_correlation, verdict)
+from ladder.stage import stage
 
 log = logging.getLogger("ladder.metrics")
 HEADLINES = {  # metrics file -> {name in eval.json: path of keys in that file}
@@ -51,23 +51,19 @@ HEADLINES = {  # metrics file -> {name in eval.json: path of keys in that file}
 def headlines(folder: Path) -> dict:
     """The figures of earlier stages a reviewer wants beside the ladder (a missing file or key stops the stage)."""
     out = {}
-    for stage, figures in HEADLINES.items():
-        data = json.loads((folder / f"{stage}.json").read_text())
+    for producer, figures in HEADLINES.items():
+        data = json.loads((folder / f"{producer}.json").read_text())
         for name, keys in figures.items():
             value = data
             for key in keys:
                 if not isinstance(value, dict) or key not in value:
-                    raise KeyError(f"{folder / f'{stage}.json'}: no {'.'.join(keys)}")
+                    raise KeyError(f"{folder / f'{producer}.json'}: no {'.'.join(keys)}")
                 value = value[key]
-            out.setdefault(stage, {})[name] = value
+            out.setdefault(producer, {})[name] = value
     quantize = json.loads((folder / "quantize.json").read_text())["formats"]
     out["quantize"] = {name: {"kl_mean": f["kl_mean"], "top1_agreement": f["top1_agreement"],
                               "size_ratio_16bit": f["size_ratio_16bit"]} for name, f in quantize.items()}
     return out
-
-
-THRESHOLDS = ("max_identical_bias", "max_flip_rate", "min_control_separation", "min_judge_reward_agreement",
-              "max_length_shift")
 
 
 def validity_report(judged, identical, replies: dict, rewards: dict, lengths: dict, ratings: dict,
@@ -92,23 +88,17 @@ def validity_report(judged, identical, replies: dict, rewards: dict, lengths: di
     })
 
 
-@click.command(help=__doc__)
-@click.option("--params", "params_file", default="params.yaml", show_default=True)
-def main(params_file: str) -> None:
+@stage("metrics")
+def main(all_params: dict) -> None:
     import polars as pl
 
     from ladder.io import write_json
-    from ladder.params import section
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params = section("metrics", params_file)
-    missing = [k for k in THRESHOLDS if k not in (params.get("validity") or {})]
-    if missing:
-        raise click.BadParameter(f"{', '.join(missing)} missing", param_hint="metrics.validity")
+    params = all_params["metrics"]
     folder = Path("data/generations")
     for name in ("prompts", "responses", "judgments"):
         if not (folder / f"{name}.parquet").is_file():
-            raise click.ClickException(f"{folder / name}.parquet is missing: rerun the inference stage")
+            raise InputError(f"{folder / name}.parquet is missing: rerun the inference stage")
     responses = pl.read_parquet(folder / "responses.parquet")
     judged = pl.read_parquet(folder / "judgments.parquet")
     identical = pl.read_parquet(folder / "identical.parquet") if (folder / "identical.parquet").is_file() else None
@@ -145,7 +135,7 @@ def main(params_file: str) -> None:
         validity = validity_report(judged, identical, replies, rewards, lengths, ratings, (lc_ratings, coefficient),
                                    generated, anchor, params)
     except ValueError as error:  # a three-label judge's judgments without each order's tie probability
-        raise click.ClickException(f"{folder / 'judgments.parquet'}: {error}") from None
+        raise InputError(f"{folder / 'judgments.parquet'}: {error}") from None
     report = {"validity": validity, "anchor": anchor, "prompts": responses["prompt_id"].n_unique(),
               "judgments": len(rows), "models": per_model, "stages": headlines(Path("metrics"))}
     write_json(report, "metrics/eval.json")

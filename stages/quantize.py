@@ -25,7 +25,8 @@ import math
 import time
 from pathlib import Path
 
-import click
+from ladder.errors import InputError
+from ladder.stage import stage
 
 log = logging.getLogger("ladder.quantize")
 MERGED, OUT = Path("models/merged"), Path("models/quantized")
@@ -58,7 +59,7 @@ def check_shapes(merged: Path, formats: list[str]) -> None:
         problems = bnb_shape_problems(skeleton, method)
         if problems:
             more = f" (and {len(problems) - 1} more layers)" if len(problems) > 1 else ""
-            raise click.ClickException(f"{merged} cannot be quantized to {method}: {problems[0]}{more}")
+            raise InputError(f"{merged} cannot be quantized to {method}: {problems[0]}{more}")
 
 
 def fidelity(reference, candidate, batches: list) -> dict:
@@ -127,9 +128,8 @@ def generation_speed(model, tokenizer, prompt: str, new_tokens: int) -> float:
     return new_tokens / (time.perf_counter() - start)
 
 
-@click.command(help=__doc__)
-@click.option("--params", "params_file", default="params.yaml", show_default=True)
-def main(params_file: str) -> None:
+@stage("quantize", hardware=True)
+def main(params: dict, hw: dict) -> None:
     import polars as pl
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -137,17 +137,11 @@ def main(params_file: str) -> None:
     from ladder.chat import render
     from ladder.gguf_export import export_gguf
     from ladder.io import atomic_path, write_json
-    from ladder.params import load_params
-    from ladder.quantization import BNB_METHODS, format_names, load_quantized, weight_files
-    from ladder.training import hardware
+    from ladder.quantization import format_names, load_quantized, weight_files
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # bitsandbytes logs "inputs will be cast to float16" on every int8 matmul call; that is how LLM.int8 works
     logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
-    q = load_params(params_file)["quantize"]
-    unknown = set(q["formats"]) - {*BNB_METHODS, "gguf"}
-    if unknown:
-        raise click.BadParameter(f"unknown format(s) {sorted(unknown)}; known: int8, nf4, gguf", param_hint="quantize.formats")
+    q = params["quantize"]
     check_shapes(MERGED, q["formats"])
     if "gguf" in q["formats"]:  # a tokenizer llama.cpp would split wrongly is refused before any work
         from transformers import AutoTokenizer as Tokenizers
@@ -156,10 +150,9 @@ def main(params_file: str) -> None:
         try:
             pre_tokenizer_type(Tokenizers.from_pretrained(MERGED), str(MERGED))
         except ValueError as error:
-            raise click.ClickException(str(error)) from None
-    hw = hardware()
+            raise InputError(str(error)) from None
     compute = "bfloat16" if hw["bf16"] else "float32"
-    log.info("hardware %s; fidelity computed in %s", hw, compute)
+    log.info("fidelity computed in %s", compute)
     timings: dict[str, dict] = {"quantize_seconds": {}, "load_seconds": {}, "generation_tokens_per_s": {}}
     with atomic_path(OUT) as tmp:
         tmp.mkdir()

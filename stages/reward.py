@@ -20,7 +20,7 @@ import logging
 import time
 from pathlib import Path
 
-import click
+from ladder.stage import stage
 
 log = logging.getLogger("ladder.reward")
 
@@ -119,21 +119,20 @@ def roc_auc(scores: list[float], truth: list[bool]) -> float | None:
     return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
 
 
-@click.command(help=__doc__)
-@click.option("--params", "params_file", default="params.yaml", show_default=True)
-def main(params_file: str) -> None:
+@stage("reward", hardware=True)
+def main(all_params: dict, hw: dict) -> None:
     from transformers import AutoTokenizer
 
     from ladder.io import atomic_path, write_json
     from ladder.reward_model import OBJECTIVE_FILE, left_truncating, render, score_texts
-    from ladder.training import begin, is_main_process, split_timings
+    from ladder.training import is_main_process, split_timings
 
-    params, hw = begin("reward", params_file)
+    params = all_params["reward"]
     data = load_feedback("data/clean/feedback.parquet")
     tokenizer = left_truncating(AutoTokenizer.from_pretrained("models/reward_base"))
     texts = {s: [render(m, tokenizer) for m in data[s]["messages"]] for s in data}
     start = time.perf_counter()
-    model = build_model("models/reward_base", params["objective"], params.get("lora"), params["seed"],
+    model = build_model("models/reward_base", params["objective"], params["lora"], params["seed"],
                         tokenizer.pad_token_id)
     model, figures = train(model, tokenizer, texts["train"], data["train"]["label"], params, hw)
     train_seconds = time.perf_counter() - start

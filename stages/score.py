@@ -26,11 +26,11 @@ import logging
 import time
 from pathlib import Path
 
-import click
 import polars as pl
 
-from ladder.holdout import check_share, judge_share_mask
+from ladder.holdout import judge_share_mask
 from ladder.records import stable_id, unit_interval
+from ladder.stage import stage
 
 log = logging.getLogger("ladder.score")
 BINS = 20
@@ -127,20 +127,13 @@ def summary(df: pl.DataFrame, keep: pl.Series) -> dict:
             for split in ("train", "eval")}
 
 
-@click.command(help=__doc__)
-@click.option("--params", "params_file", default="params.yaml", show_default=True)
-def main(params_file: str) -> None:
+@stage("score")
+def main(all_params: dict) -> None:
     from ladder.io import atomic_path, write_json, write_parquet
-    from ladder.params import section
     from ladder.reward_model import Scorer
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    params = section("reward", params_file)
-    chat_template = section("sft", params_file)["chat_template"]
-    try:  # a bad share stops the stage before any scoring
-        share = check_share(section("classifier", params_file).get("preference_share", 0))
-    except ValueError as error:
-        raise click.ClickException(str(error)) from None
+    params, chat_template = all_params["reward"], all_params["sft"]["chat_template"]
+    share = all_params["classifier"]["preference_share"]
     scorer = Scorer("models/reward", params["max_length"], params["score_batch_size"])
     conversations = pl.read_parquet("data/clean/conversations.parquet")
     pairs = pl.read_parquet("data/clean/preferences.parquet")

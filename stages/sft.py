@@ -24,7 +24,7 @@ import shutil
 import time
 from pathlib import Path
 
-import click
+from ladder.stage import stage
 
 log = logging.getLogger("ladder.sft")
 CHECKPOINTS = Path("checkpoints/sft")
@@ -100,11 +100,11 @@ def train(params: dict, data: dict, base: str | Path, hw: dict, checkpoints: Pat
     tokenizer = use_template(AutoTokenizer.from_pretrained(base), params["chat_template"])
     if not hw["cuda"]:
         log.info("fused LM head on labelled positions only: %s", compact_fused_head())
-    greeting = params.get("learn_greeting", True)
+    greeting = params["learn_greeting"]
     train_set, dropped_train = tokenized(data["train"], tokenizer, params["max_length"], greeting)
     eval_set, dropped_eval = tokenized(data["eval"], tokenizer, params["max_length"], greeting)
     args = trainer_arguments(params["trainer"], str(checkpoints), params["seed"], hw, optim_gpu="paged_adamw_32bit")
-    config = SFTConfig(**args, max_length=params["max_length"], packing=params.get("packing", False))
+    config = SFTConfig(**args, max_length=params["max_length"], packing=params["packing"])
     mark = fingerprint({"params": params, "train": train_set.to_dict()}, [Path(base) / "model.safetensors"])
     with config.main_process_first(desc="checkpoints"):  # the main process clears stale ones, alone
         resume = resume_point(checkpoints, mark)
@@ -134,15 +134,14 @@ def train(params: dict, data: dict, base: str | Path, hw: dict, checkpoints: Pat
                               **{k: round(v, 3) for k, v in live.timings.items()}}
 
 
-@click.command(help=__doc__)
-@click.option("--params", "params_file", default="params.yaml", show_default=True)
-def main(params_file: str) -> None:
+@stage("sft", hardware=True)
+def main(all_params: dict, hw: dict) -> None:
     from ladder.io import atomic_path, write_json
-    from ladder.training import begin, gathered_state_dict, is_main_process, save_adapter
+    from ladder.training import gathered_state_dict, is_main_process, save_adapter
 
-    params, hw = begin("sft", params_file)
+    params = all_params["sft"]
     data = load_conversations("data/scored/sft.parquet")
-    if params.get("eval_conversations") is not None:
+    if params["eval_conversations"] is not None:
         data["eval"] = data["eval"][:params["eval_conversations"]]
     trainer, figures, timings = train(params, data, "models/base", hw)
     weights = gathered_state_dict(trainer)

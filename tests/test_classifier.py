@@ -303,7 +303,7 @@ def test_metrics_per_source():
     assert metrics["accuracy_by_language"] == {"en": 1.0}  # the preferences table records no language
 
 
-def test_the_stage_writes_figures_per_source(backbones, tmp_path, monkeypatch):
+def test_the_stage_writes_figures_per_source(backbones, tmp_path, monkeypatch, write_params):
     from click.testing import CliRunner
 
     from stages.classifier import main
@@ -319,7 +319,7 @@ def test_the_stage_writes_figures_per_source(backbones, tmp_path, monkeypatch):
                              "seed": 0, "eval_batch_size": 8, "launcher": "python",
                              "cpu_bf16": "on",  # the CPU autocast path, on any CPU (emulated where not native)
                              "trainer": {"max_steps": 2, "per_device_train_batch_size": 4}}}
-    (tmp_path / "params.yaml").write_text(json.dumps(params))
+    write_params(tmp_path / "params.yaml", params)
     result = CliRunner().invoke(main, [], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "metrics/judge.json").read_text())

@@ -16,7 +16,7 @@ from safetensors import safe_open
 
 from ladder.launch import accelerate_settings, command
 from ladder.models import materialize
-from ladder.params import load_params
+from ladder.params import load_params, read_yaml
 from ladder.recipes import merge
 from ladder.training import process_rank
 
@@ -109,7 +109,7 @@ def workspace(root: Path, launcher: str) -> Path:
                     "chosen": f"Map {i} shows the {rng.choice(words)}. Shall we go?", "rejected": "ok"} for i in range(16)]
     pl.DataFrame(preferences).write_parquet(root / "data/clean/preferences.parquet")
     params = load_params(REPO / "params.yaml")
-    merge(params, load_params(REPO / "recipes/smoke.yaml"))
+    merge(params, read_yaml(REPO / "recipes/smoke.yaml"))
     chosen = {"launcher": launcher, "accelerate_config": "configs/accelerate/cpu.yaml"}
     merge(params, {"sft": {**chosen, "eval_conversations": 4, "trainer": {"max_steps": 2, "per_device_train_batch_size": 2}},
                    "classifier": {**chosen, "trainer": {"max_steps": 2, "per_device_train_batch_size": 2}}})

@@ -141,21 +141,21 @@ def scored(tmp_path_factory):
     return root, pairs, params
 
 
-def run_score(root: Path, params: dict, monkeypatch) -> tuple[pl.DataFrame, dict]:
+def run_score(root: Path, params: dict, monkeypatch, write_params) -> tuple[pl.DataFrame, dict]:
     from stages.score import main
 
     monkeypatch.chdir(root)
-    (root / "params.yaml").write_text(json.dumps(params))  # JSON is YAML
+    write_params(root / "params.yaml", params)
     result = CliRunner().invoke(main, [], catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return pl.read_parquet(root / "data/scored/dpo.parquet"), json.loads((root / "metrics/score.json").read_text())
 
 
-def test_the_judge_share_never_reaches_dpo_training(scored, monkeypatch):
+def test_the_judge_share_never_reaches_dpo_training(scored, monkeypatch, write_params):
     from stages.classifier import load_rows
 
     root, pairs, params = scored
-    dpo, metrics = run_score(root, params, monkeypatch)
+    dpo, metrics = run_score(root, params, monkeypatch, write_params)
     arena = pl.DataFrame([{"id": "a1", "source": "wsdm", "row": "1", "prompt": "q", "response_a": "x",
                            "response_b": "y", "winner": "model_a", "language": None, "split": "train"}])
     arena.write_parquet(root / "data/clean/arena.parquet")
@@ -171,9 +171,10 @@ def test_the_judge_share_never_reaches_dpo_training(scored, monkeypatch):
 
 
 @pytest.mark.parametrize("share", [0, 1])
-def test_share_zero_holds_nothing_out_and_one_holds_every_train_pair(scored, monkeypatch, share):
+def test_share_zero_holds_nothing_out_and_one_holds_every_train_pair(scored, monkeypatch, share, write_params):
     root, pairs, params = scored
-    dpo, metrics = run_score(root, {**params, "classifier": {"preference_share": share}}, monkeypatch)
+    dpo, metrics = run_score(root, {**params, "classifier": {"preference_share": share}}, monkeypatch,
+                             write_params)
     train = pairs.filter(pl.col("split") == "train").height
     assert metrics["dpo_held_out_for_judge"] == (train if share else 0)
     assert dpo.filter(pl.col("split") == "train").height == (0 if share else train)

@@ -84,7 +84,7 @@ def test_unknown_specs_are_clear_errors(tmp_path):
     assert not (tmp_path / "x").exists()
 
 
-def test_fetch_model_from_a_pinned_hub_snapshot_offline(tmp_path):
+def test_fetch_model_from_a_pinned_hub_snapshot_offline(tmp_path, write_params):
     commit = "fedcba9876543210fedcba9876543210fedcba98"
     snapshot = tmp_path / "hub" / "models--org--tiny-chat" / "snapshots" / commit
     materialize("tiny:llama", snapshot)
@@ -93,7 +93,7 @@ def test_fetch_model_from_a_pinned_hub_snapshot_offline(tmp_path):
     (tmp_path / "hub" / "models--org--tiny-chat" / "refs" / "main").write_text(commit)
     work = tmp_path / "work"
     work.mkdir()
-    (work / "params.yaml").write_text(f"fetch:\n  base_model: org/tiny-chat\n  base_revision: '{commit}'\n")
+    write_params(work / "params.yaml", {"fetch": {"base_model": "org/tiny-chat", "base_revision": commit}})
     env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     done = subprocess.run([sys.executable, "-m", "stages.fetch", "--model", "base"], cwd=work, env=env,
                           capture_output=True, text=True)

@@ -124,14 +124,14 @@ def test_shape_check_names_every_layer_bitsandbytes_cannot_pack():
         bnb_shape_problems({}, "fp4")
 
 
-def test_stage_refuses_a_model_it_cannot_quantize_before_doing_work(tmp_path, monkeypatch):
+def test_stage_refuses_a_model_it_cannot_quantize_before_doing_work(tmp_path, monkeypatch, write_params):
     from transformers import LlamaConfig
 
     # 8 heads of 8 over one key/value head: only k_proj and v_proj (8 outputs) break the rule
     LlamaConfig(hidden_size=64, intermediate_size=128, num_attention_heads=8, num_key_value_heads=1,
                 num_hidden_layers=2, vocab_size=256).save_pretrained(tmp_path / "models" / "merged")
     assert len(bnb_shape_problems(model_skeleton(tmp_path / "models" / "merged"), "nf4")) == 4
-    (tmp_path / "params.yaml").write_text("quantize:\n  formats: [int8, nf4]\n  gguf_types: [f16]\n")
+    write_params(tmp_path / "params.yaml", {"quantize": {"formats": ["int8", "nf4"], "gguf_types": ["f16"]}})
     monkeypatch.chdir(tmp_path)
     result = CliRunner().invoke(main, ["--params", "params.yaml"])
     assert result.exit_code == 1 and isinstance(result.exception, SystemExit)  # a message, no traceback
@@ -193,11 +193,11 @@ def test_unsupported_architecture_and_bad_names_are_clear_errors(quantized):
         load_quantized(quantized[0] / "quantized", "gguf-bf16")
 
 
-def test_stage_rejects_an_unknown_format_before_doing_work(tmp_path):
-    params = tmp_path / "params.yaml"
-    params.write_text("quantize:\n  formats: [int8, int3]\n  gguf_types: [f16]\n")
+def test_stage_rejects_an_unknown_format_before_doing_work(tmp_path, write_params):
+    params = write_params(tmp_path / "params.yaml", {"quantize": {"formats": ["int8", "int3"], "gguf_types": ["f16"]}})
     result = CliRunner().invoke(main, ["--params", str(params)])
-    assert result.exit_code != 0 and "int3" in result.output
+    assert result.exit_code == 1 and result.output.strip().splitlines() == [
+        f"Error: {params}: quantize.formats.1 = 'int3': Input should be 'int8', 'nf4' or 'gguf'"]
 
 
 def test_fidelity_is_zero_for_the_same_model_and_positive_for_another():

@@ -120,10 +120,12 @@ def test_within_is_symmetric_and_ignores_non_numbers():
 def test_review_params_are_required_by_name():
     assert review_params({"review": {"examples": 3, "tolerance": {"absolute": 1e-5, "relative": "1e-3"}}}) == \
         ((1e-5, 1e-3), 3)
-    with pytest.raises(SystemExit, match="review` lacks 'tolerance'"):
+    with pytest.raises(SystemExit, match=r"^ladder.review: params.yaml: review: tolerance: missing"):
         review_params({"review": {"examples": 3}})
-    with pytest.raises(SystemExit, match="lacks 'review'"):
+    with pytest.raises(SystemExit, match=r"^ladder.review: params.yaml: review: missing"):
         review_params({})
+    with pytest.raises(SystemExit, match=r"review: examples = -1: Input should be greater than or equal to 0"):
+        review_params({"review": {"examples": -1, "tolerance": {"absolute": 1e-5, "relative": 1e-3}}})
 
 
 def git_env() -> dict[str, str]:

@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from ladder.io import atomic_path
-from ladder.params import load_params
+from ladder.params import load_params, read_yaml
 from ladder.sources import hf_token, read_file, read_raw, read_source, split_files, write_raw
 from stages.clean import clean
 
@@ -85,13 +85,13 @@ def test_split_files_pick_the_split(tmp_path):
         split_files(snapshot, "validation")
 
 
-def test_fetch_stage_reads_a_pinned_hub_snapshot_offline(tmp_path):
+def test_fetch_stage_reads_a_pinned_hub_snapshot_offline(tmp_path, write_params):
     commit = "0123456789abcdef0123456789abcdef01234567"
     hub_cache(tmp_path / "hub", "org/chai-dpo", commit)
     work = tmp_path / "work"
     work.mkdir()
-    (work / "params.yaml").write_text(
-        f"fetch:\n  sources:\n    dpo: {{format: chai_dpo, hub: org/chai-dpo, revision: '{commit}', split: train}}\n")
+    write_params(work / "params.yaml", {"fetch": {"sources": {
+        "dpo": {"format": "chai_dpo", "hub": "org/chai-dpo", "revision": commit, "split": "train"}}}})
     (work / ".env").write_text("HF_TOKEN=hf_secret_value_123\n")
     env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     env.pop("HF_TOKEN", None)
@@ -120,7 +120,7 @@ def test_hf_token_from_env_file(tmp_path, monkeypatch):
 
 def test_params_are_read_as_yaml_1_2(tmp_path):
     (tmp_path / "params.yaml").write_text("sft:\n  lr: 3e-05\n  on: yes\n")
-    params = load_params(tmp_path / "params.yaml")
+    params = read_yaml(tmp_path / "params.yaml")
     assert params["sft"]["lr"] == pytest.approx(3e-5) and isinstance(params["sft"]["lr"], float)
     assert params["sft"]["on"] == "yes"  # YAML 1.2: only true/false are booleans
 
@@ -170,7 +170,7 @@ LMSYS_HEADER = ["id", "model_a", "model_b", "prompt", "response_a", "response_b"
                 "winner_tie"]
 
 
-def test_the_lmsys_arena_hub_mirror_fetches_and_parses_as_arena_lmsys(tmp_path):
+def test_the_lmsys_arena_hub_mirror_fetches_and_parses_as_arena_lmsys(tmp_path, write_params):
     """lmsys/lmsys-arena-human-preference-55k keeps the Kaggle file as it is: train.csv at the top of the
     repository beside README.md (no data/ folder, no parquet), turns as JSON-encoded lists that may hold null."""
     import csv
@@ -195,9 +195,9 @@ def test_the_lmsys_arena_hub_mirror_fetches_and_parses_as_arena_lmsys(tmp_path):
         writer.writerows(rows)
     work = tmp_path / "work"
     work.mkdir()
-    spec = load_params(REPO / "recipes" / "wsdm.yaml")["fetch"]["sources"]["lmsys"]  # the entry the recipe ships
+    spec = read_yaml(REPO / "recipes" / "wsdm.yaml")["fetch"]["sources"]["lmsys"]  # the entry the recipe ships
     assert (spec["hub"], spec["revision"]) == ("lmsys/lmsys-arena-human-preference-55k", LMSYS_COMMIT)
-    (work / "params.yaml").write_text(f"fetch:\n  sources:\n    lmsys: {json.dumps(spec)}\n")
+    write_params(work / "params.yaml", {"fetch": {"sources": {"lmsys": spec}}})
     env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     done = subprocess.run([sys.executable, "-m", "stages.fetch", "--source", "lmsys"], cwd=work, env=env,
                           capture_output=True, text=True)

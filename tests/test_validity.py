@@ -362,7 +362,8 @@ def broken_judge(folder, head_kind: str = "cls"):
 # so what gives it away is that it cannot tell the conversation's reply from an off-topic one.
 @pytest.mark.parametrize("head_kind,reasons", [("cls", {"identical_pairs", "flip_rate", "control_separation"}),
                                                ("replies", {"control_separation"})])
-def test_a_broken_judge_makes_the_ladder_invalid_through_the_stages(tmp_path, monkeypatch, head_kind, reasons):
+def test_a_broken_judge_makes_the_ladder_invalid_through_the_stages(tmp_path, monkeypatch, head_kind, reasons,
+                                                                   write_params):
     from click.testing import CliRunner
 
     import ladder.reward_model
@@ -386,7 +387,7 @@ def test_a_broken_judge_makes_the_ladder_invalid_through_the_stages(tmp_path, mo
               "metrics": {"anchor": "base", "anchor_rating": 1000, "bootstrap": 100, "seed": 0,
                           "validity": {"max_identical_bias": 0.05, "max_flip_rate": 0.2, "min_control_separation": 0.5,
                                        "min_judge_reward_agreement": 0.6, "max_length_shift": 50}}}
-    (tmp_path / "params.yaml").write_text(json.dumps(params))  # JSON is YAML
+    write_params(tmp_path / "params.yaml", params)
     monkeypatch.setattr(ladder.reward_model, "Scorer", LengthScorer)
     chat = {name: tiny_model("llama", seed=seed) for name, seed in (("base", 0), ("merged", 1))}
     monkeypatch.setattr(stages.inference, "load_chat_model", lambda name, hw: chat[name])

@@ -7,18 +7,15 @@ import logging
 import pytest
 import torch
 
-from ladder.training import attn_implementation, begin, hardware, load_causal_lm
+from ladder.training import attn_implementation, hardware, load_causal_lm, stage_hardware
 
 pytestmark = pytest.mark.gpu
 FLASH_ATTN = importlib.util.find_spec("flash_attn") is not None
 
 
 def test_hardware_choice_is_logged_bf16_and_the_attention_kernel(tmp_path, caplog):
-    params_file = tmp_path / "params.yaml"
-    params_file.write_text("sft:\n  seed: 3\n")
     caplog.set_level(logging.INFO, logger="ladder.sft")
-    params, hw = begin("sft", params_file)
-    assert params == {"seed": 3}
+    hw = stage_hardware("sft", {"seed": 3, "cpu_bf16": "auto"})
     assert hw["cuda"] and hw["device"] == torch.cuda.get_device_name(0)
     assert hw["bf16"] == torch.cuda.is_bf16_supported()
     assert hw["bf16"], "every GPU the pipeline targets (Ampere and later) computes in bf16"

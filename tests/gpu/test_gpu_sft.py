@@ -21,7 +21,7 @@ RESUME_ATOL, RESUME_RTOL = 1e-5, 1e-4
 
 
 def params(**trainer):
-    return {"chat_template": "base", "max_length": 64, "packing": False, "seed": 0,
+    return {"chat_template": "base", "max_length": 64, "packing": False, "learn_greeting": True, "seed": 0,
             "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
             "trainer": {"max_steps": 4, "per_device_train_batch_size": 2, "learning_rate": 5e-3,
                         "lr_scheduler_type": "constant", "activation_checkpointing": False} | trainer}

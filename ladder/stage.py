@@ -1,0 +1,61 @@
+"""The one entry every stage's command goes through.
+
+    @stage("sft", hardware=True)
+    def main(params: dict, hw: dict) -> None: ...
+
+gives the stage a `--params FILE` option and, before its body runs: logging, params.yaml read and checked
+against its schemas (ladder.params), and with `hardware` the device choice logged with the process's rank
+and the section's cpu_bf16 choice (ladder.training.stage_hardware). An InputError (a missing file or column,
+a bad param) or a missing file ends the stage with one line and exit status 1; any other error is a bug and
+keeps its traceback. `--help` prints the stage module's docstring as written.
+"""
+from __future__ import annotations
+
+import inspect
+import logging
+import sys
+from typing import Callable
+
+import click
+
+from ladder.errors import InputError
+
+
+class StageCommand(click.Command):
+    """A command whose help is its text line by line: Click rewraps paragraphs, which runs the docstrings'
+    Reads / Writes columns and usage lines together."""
+
+    def format_help_text(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        formatter.write_paragraph()
+        for line in inspect.cleandoc(self.help or "").splitlines():
+            formatter.write(f"{'':{formatter.current_indent + 2}}{line}\n" if line.strip() else "\n")
+
+
+def stage(name: str, hardware: bool = False, section: str | None = None) -> Callable:
+    """Make `fn(params, [hw,] **options)` stage `name`'s Click command (see the module docstring). `section`:
+    the params section whose cpu_bf16 applies (default: `name`). Click options go below this decorator."""
+
+    def wrap(fn: Callable) -> click.Command:
+        def run(params_file: str, **options) -> None:
+            from ladder.params import load_params
+
+            logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+            try:
+                params = load_params(params_file)
+                if hardware:
+                    from ladder.training import stage_hardware
+
+                    options["hw"] = stage_hardware(name, params[section or name])
+                return fn(params, **options)
+            except InputError as error:
+                raise click.ClickException(str(error)) from None
+            except FileNotFoundError as error:
+                raise click.ClickException(f"missing file: {error.filename or error}") from None
+
+        run.__click_params__ = list(getattr(fn, "__click_params__", []))
+        run.__doc__ = fn.__doc__
+        command = click.command(name, cls=StageCommand, help=sys.modules[fn.__module__].__doc__)(run)
+        return click.option("--params", "params_file", default="params.yaml", show_default=True,
+                            help="params file (checked against ladder/params.py first)")(command)
+
+    return wrap

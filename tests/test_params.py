@@ -1,0 +1,118 @@
+"""params.yaml against its schemas: every section's bad values stop a stage with one line naming them."""
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from ladder.params import Params, ParamsError, checked, load_params, read_yaml, validate
+from ladder.recipes import assign, merge
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT = read_yaml(REPO / "params.yaml")
+
+# (setting as `dvc exp run -S` writes it, what the one line must say): at least one per section
+BAD = [
+    ("fetch.sources.chai.format=chai_feedbacks", "fetch.sources.chai.format = 'chai_feedbacks': one of arena_lmsys"),
+    ("fetch.sources.chai.path=null", "fetch.sources.chai: needs a local `path` or a `hub` dataset"),
+    ("fetch.seed=zero", "fetch.seed = 'zero': Input should be a valid integer"),
+    ("clean.eval_fraction=1.5", "clean.eval_fraction = 1.5: Input should be less than 1"),
+    ("clean.mix.chai=1.5", "clean.mix: a float is a share of the rows (at most 1.0), an int a row count: {'chai': 1.5}"),
+    ("clean.dedup=maybe", "clean.dedup = 'maybe': Input should be a valid boolean"),
+    ("reward.objective=ranking", "reward.objective = 'ranking': Input should be 'regression' or 'classification'"),
+    ("reward.filter={keep_top: 0.9, min_score: 0.1}", "reward.filter: exactly one of keep_top (a share) or min_score"),
+    ("reward.self_pairs.samples=1", "reward.self_pairs.samples = 1: Input should be greater than or equal to 2"),
+    ("reward.cpu_bf16=always", "reward.cpu_bf16 = 'always': Input should be 'auto', 'on' or 'off'"),
+    ("sft.chat_template=llama3", "sft.chat_template = 'llama3': base (the model's own) or one of ladder/templates"),
+    ("sft.lora.r=0", "sft.lora.r = 0: Input should be greater than 0"),
+    ("sft.max_lenght=256", "sft.max_lenght = 256: unknown key"),
+    ("dpo.method=kto2", "dpo.method = 'kto2': Input should be"),
+    ("dpo.max_prompt_length=512", "dpo: max_prompt_length (512) must be below max_length (256)"),
+    ("dpo.launcher=torchrun", "dpo.launcher = 'torchrun': Input should be 'python' or 'accelerate'"),
+    ("merge.dtype=float8", "merge.dtype = 'float8': Input should be 'float16', 'bfloat16' or 'float32'"),
+    ("merge.parity_dtype=float16", "merge.parity_dtype = 'float16': Input should be 'float64' or 'float32'"),
+    ("quantize.formats=[int8, int4]", "quantize.formats.1 = 'int4': Input should be 'int8', 'nf4' or 'gguf'"),
+    ("quantize.gguf_types=[q4_k]", "quantize.gguf_types.0 = 'q4_k': Input should be"),
+    ("classifier.head=mean", "classifier.head = 'mean': Input should be 'cls' or 'replies'"),
+    ("classifier.preference_share=2", "classifier.preference_share = 2: Input should be less than or equal to 1"),
+    ("classifier.quantization=int8", "classifier: quantization int8 needs lora"),
+    ("inference.best_of=0", "inference.best_of = 0: Input should be greater than 0"),
+    ("inference.models=[base, gpt4]", "inference.models = ['base', 'gpt4']: unknown ['gpt4']; known: base, sft"),
+    ("inference.controls=[reference, reference]", "inference.controls = ['reference', 'reference']: each at most once"),
+    ("inference.sampling.top_p=0", "inference.sampling.top_p = 0: Input should be greater than 0"),
+    ("metrics.bootstrap=-1", "metrics.bootstrap = -1: Input should be greater than or equal to 0"),
+    ("metrics.validity.max_flip_rate=1.2", "metrics.validity.max_flip_rate = 1.2: Input should be less than or equal to 1"),
+    ("review.tolerance.relative=-0.1", "review.tolerance.relative = -0.1: Input should be greater than or equal to 0"),
+]
+
+
+def with_setting(setting: str) -> dict:
+    return assign(copy.deepcopy(DEFAULT), setting)
+
+
+def test_every_section_has_a_bad_value_case():
+    assert {s.split(".")[0] for s, _ in BAD} == set(Params.model_fields) == set(DEFAULT)
+
+
+@pytest.mark.parametrize("setting, says", BAD, ids=[s for s, _ in BAD])
+def test_a_bad_value_is_one_line_naming_the_key_and_what_is_allowed(setting, says):
+    with pytest.raises(ParamsError) as error:
+        validate(with_setting(setting))
+    message = str(error.value)
+    assert "\n" not in message and message.startswith("params.yaml: ")
+    assert says in message
+
+
+def test_a_missing_key_is_an_error_not_a_default():
+    params = copy.deepcopy(DEFAULT)
+    del params["sft"]["learn_greeting"]
+    with pytest.raises(ParamsError, match=r"^params.yaml: sft.learn_greeting: missing"):
+        validate(params)
+
+
+def test_the_default_and_every_recipe_pass_and_come_back_as_written():
+    assert load_params(REPO / "params.yaml") == DEFAULT  # nothing added, no number retyped (16 stays an int)
+    for recipe in sorted((REPO / "recipes").glob("*.yaml")):
+        merged = merge(copy.deepcopy(DEFAULT), read_yaml(recipe))
+        assert validate(merged, recipe.name) == merged, recipe.name
+
+
+def test_an_int_in_mix_stays_a_row_count_and_on_off_booleans_are_read_as_choices():
+    params = validate(with_setting("clean.mix.chai=50"))
+    assert params["clean"]["mix"]["chai"] == 50 and isinstance(params["clean"]["mix"]["chai"], int)
+    assert validate(with_setting("sft.cpu_bf16=false"))["sft"]["cpu_bf16"] == "off"  # a YAML 1.1 writer's `off`
+
+
+def test_one_section_checked_alone():
+    assert checked("review", DEFAULT) == DEFAULT["review"]
+    with pytest.raises(ParamsError, match=r"^x.yaml: review: missing"):
+        checked("review", {}, "x.yaml")
+
+
+def test_a_stage_stops_on_a_bad_param_with_one_line_before_loading_anything(tmp_path):
+    params = with_setting("sft.lora.dropout=1.5")
+    (tmp_path / "params.yaml").write_text(__import__("json").dumps(params))
+    done = subprocess.run([sys.executable, "-m", "stages.sft"], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(REPO), "PATH": ""})
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "Error: params.yaml: sft.lora.dropout = 1.5: Input should be less than or equal to 1"]
+    assert not (tmp_path / "models").exists()
+
+
+def test_a_missing_input_file_is_one_line_too(tmp_path, write_params):
+    write_params(tmp_path / "params.yaml", {})
+    done = subprocess.run([sys.executable, "-m", "stages.metrics"], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(REPO), "PATH": ""})
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "Error: data/generations/prompts.parquet is missing: rerun the inference stage"]
+
+
+def test_help_keeps_the_docstring_layout():
+    done = subprocess.run([sys.executable, "-m", "stages.dpo", "--help"], cwd=REPO, capture_output=True, text=True)
+    lines = done.stdout.splitlines()
+    reads = next(i for i, line in enumerate(lines) if line.strip().startswith("Reads "))
+    assert lines[reads + 1].strip().startswith("max_length, eval_pairs")  # the continuation as written, not rewrapped
+    assert "    python -m stages.dpo" in done.stdout
