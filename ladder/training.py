@@ -85,6 +85,15 @@ def is_main_process() -> bool:
     return process_rank()[0] == 0
 
 
+def progress(iterable, desc: str, unit: str, show: bool = True):
+    """`iterable` behind a tqdm bar on stderr, for the long loops that log nothing meanwhile (generation,
+    reward scoring, judging). Main process only: every rank of a distributed run would draw its own bar over the
+    others'. `show=False` leaves the loop silent, for callers whose loop is too short to need one."""
+    from tqdm import tqdm
+
+    return tqdm(iterable, desc=desc, unit=unit, disable=not (show and is_main_process()))
+
+
 def begin(stage: str, params_file: str) -> tuple[dict, dict]:
     """What every training stage does first: logging, its params section, and the hardware it will use
     (with the section's cpu_bf16 choice), logged with this process's rank."""
