@@ -11,11 +11,15 @@ def render_prompt(messages: list[dict], tokenizer) -> str:
 
 
 def sample_replies(model, tokenizer, prompts: list[list[dict]], n: int, sampling: dict, seed: int,
-                   batch_size: int = 8, max_input_tokens: int = 1024, counts: dict | None = None) -> list[list[str]]:
+                   batch_size: int = 8, max_input_tokens: int = 1024, counts: dict | None = None,
+                   progress: bool = True) -> list[list[str]]:
     """`n` sampled replies per prompt (a list of messages), in prompt order. `sampling` holds
     max_new_tokens, temperature, top_p, top_k and optionally stop (strings that end a reply: generation
-    stops there, and the reply is cut before it). `counts`, if given, gets the number of generated tokens."""
+    stops there, and the reply is cut before it). `counts`, if given, gets the number of generated tokens.
+    `progress`: a bar over the batches on the main process."""
     import torch
+
+    from ladder.training import progress as bar
 
     tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
     if tokenizer.pad_token is None:
@@ -27,7 +31,7 @@ def sample_replies(model, tokenizer, prompts: list[list[dict]], n: int, sampling
     stop = list(sampling.get("stop") or [])
     device = next(model.parameters()).device
     torch.manual_seed(seed)
-    for start in range(0, len(order), batch_size):
+    for start in bar(range(0, len(order), batch_size), f"generating {n} x {len(texts)} replies", "batch", progress):
         batch = order[start:start + batch_size]
         inputs = tokenizer([texts[i] for i in batch], return_tensors="pt", padding=True, truncation=True,
                            max_length=max_input_tokens, add_special_tokens=False).to(device)

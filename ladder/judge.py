@@ -256,9 +256,11 @@ class Judge:
         self.tokenizer = prepare_tokenizer(tokenizer, model.decoder)
         self.labels = len(settings["labels"])
 
-    def probabilities(self, keyed_fields: dict, batch_size: int = 32) -> dict:
+    def probabilities(self, keyed_fields: dict, batch_size: int = 32, progress: bool = True) -> dict:
         """Softmax over the labels for each (prompt, first, second) laid out, by key; batches are formed in length
-        order."""
+        order. `progress`: a bar over the batches on the main process."""
+        from ladder.training import progress as bar
+
         keys = list(keyed_fields)
         ids, segments = encode_segments([keyed_fields[k] for k in keys], self.tokenizer, self.settings["max_length"],
                                         self.model.decoder)
@@ -266,7 +268,8 @@ class Judge:
         device = next(self.model.parameters()).device
         out = {}
         with torch.inference_mode():
-            for start in range(0, len(order), batch_size):
+            for start in bar(range(0, len(order), batch_size), f"judge: scoring {len(keys)} ordered pairs", "batch",
+                             progress):
                 chunk = order[start:start + batch_size]
                 rows = [{"input_ids": ids[i], **({"segments": segments[i]} if self.model.kind == "replies" else {})}
                         for i in chunk]
@@ -275,7 +278,8 @@ class Judge:
                 out.update({keys[i]: p for i, p in zip(chunk, probs)})
         return out
 
-    def score(self, rows: list[dict], tta: bool = True, batch_size: int = 32) -> dict[str, dict]:
+    def score(self, rows: list[dict], tta: bool = True, batch_size: int = 32,
+              progress: bool = True) -> dict[str, dict]:
         """Per row id: P(a wins) and P(b wins) (and P(tie) with three labels), averaged over both orders when
         `tta`, plus P(a wins) from each order alone (p_a_ab, p_a_ba) and, with three labels, P(tie) from each
         order alone (p_tie_ab, p_tie_ba): a tie counts half a win in the position-bias figures."""
@@ -288,7 +292,7 @@ class Judge:
             fields[(r["id"], "ab")] = (prompt, a, b)
             if tta:
                 fields[(r["id"], "ba")] = (prompt, b, a)
-        probs = self.probabilities(fields, batch_size)
+        probs = self.probabilities(fields, batch_size, progress)
         scored = {}
         for r in rows:
             ab = probs[(r["id"], "ab")]

@@ -65,16 +65,21 @@ class Scorer:
         self.model = AutoModelForSequenceClassification.from_pretrained(path).to(self.device).eval()
         self.max_length, self.batch_size = max_length, batch_size
 
-    def score_texts(self, texts: list[str]) -> list[float]:
-        return score_texts(self.model, self.tokenizer, texts, self.objective, self.max_length, self.batch_size)
+    def score_texts(self, texts: list[str], progress: bool = True) -> list[float]:
+        return score_texts(self.model, self.tokenizer, texts, self.objective, self.max_length, self.batch_size,
+                           progress)
 
-    def score_conversations(self, conversations: list[list[dict]]) -> list[float]:
-        return self.score_texts([render(m, self.tokenizer) for m in conversations])
+    def score_conversations(self, conversations: list[list[dict]], progress: bool = True) -> list[float]:
+        return self.score_texts([render(m, self.tokenizer) for m in conversations], progress)
 
 
-def score_texts(model, tokenizer, texts: list[str], objective: str, max_length: int, batch_size: int) -> list[float]:
-    """Scores, in input order, of texts batched by token length so that little compute goes to padding."""
+def score_texts(model, tokenizer, texts: list[str], objective: str, max_length: int, batch_size: int,
+                progress: bool = True) -> list[float]:
+    """Scores, in input order, of texts batched by token length so that little compute goes to padding.
+    `progress`: a bar over the batches on the main process."""
     import torch
+
+    from ladder.training import progress as bar
 
     if not texts:
         return []
@@ -83,7 +88,8 @@ def score_texts(model, tokenizer, texts: list[str], objective: str, max_length: 
     scores = [0.0] * len(texts)
     device = next(model.parameters()).device
     with torch.inference_mode():
-        for start in range(0, len(order), batch_size):
+        for start in bar(range(0, len(order), batch_size), f"reward model: scoring {len(texts)} texts", "batch",
+                         progress):
             batch = order[start:start + batch_size]
             inputs = tokenizer([texts[i] for i in batch], truncation=True, max_length=max_length, padding=True,
                                return_tensors="pt").to(device)

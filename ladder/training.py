@@ -86,6 +86,15 @@ def is_main_process() -> bool:
     return process_rank()[0] == 0
 
 
+def progress(iterable, desc: str, unit: str, show: bool = True):
+    """`iterable` behind a tqdm bar on stderr, for the long loops that log nothing meanwhile (generation,
+    reward scoring, judging). Main process only: every rank of a distributed run would draw its own bar over the
+    others'. `show=False` leaves the loop silent, for callers whose loop is too short to need one."""
+    from tqdm import tqdm
+
+    return tqdm(iterable, desc=desc, unit=unit, disable=not (show and is_main_process()))
+
+
 def stage_hardware(stage: str, params: dict) -> dict:
     """The hardware `stage` will use, with its params section's cpu_bf16 choice, logged with this process's
     rank (ladder.stage calls it for the stages that load models)."""

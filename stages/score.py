@@ -76,7 +76,7 @@ def self_pairs(conversations: pl.DataFrame, scorer, params: dict, base: str | Pa
 
     from ladder.chat import use_template
     from ladder.generation import sample_replies
-    from ladder.training import hardware
+    from ladder.training import hardware, progress
 
     train = conversations.filter(pl.col("split") == "train")
     order = sorted(range(train.height), key=lambda i: unit_interval(params["seed"], "self_pairs", train["id"][i]))
@@ -92,11 +92,14 @@ def self_pairs(conversations: pl.DataFrame, scorer, params: dict, base: str | Pa
     samples = sample_replies(model, tokenizer, [prompt for _, (prompt, _) in picked], params["samples"],
                              params, params["seed"], batch_size=params["batch_size"])
     rows = []
-    for (row, (prompt, human)), replies in zip(picked, samples):
+    # one bar over the prompts: a bar per prompt's few samples would scroll the log away
+    for (row, (prompt, human)), replies in progress(list(zip(picked, samples)), "self pairs: scoring samples",
+                                                    "prompt"):
         replies = [r for r in replies if r and r != human]
         if not replies:
             continue
-        scores = scorer.score_conversations([prompt + [{"role": "assistant", "content": r}] for r in replies])
+        scores = scorer.score_conversations([prompt + [{"role": "assistant", "content": r}] for r in replies],
+                                            progress=False)
         worst = min(range(len(replies)), key=lambda k: (scores[k], k))
         rows.append({"id": stable_id("self", row["source"], row["row"]), "source": f"self:{row['source']}",
                      "row": row["row"], "prompt": prompt, "chosen": human, "rejected": replies[worst],

@@ -82,6 +82,21 @@ def test_scoring_is_deterministic_and_order_free(base):
     assert shuffled == pytest.approx(first, abs=1e-5)
 
 
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_scoring_draws_a_bar_on_the_main_process_only(base, monkeypatch, capsys, rank):
+    monkeypatch.setenv("RANK", rank)
+    tokenizer = left_truncating(load_bundled_encoder_tokenizer())
+    model = build_model(base, "regression", None, seed=0).eval()
+    capsys.readouterr()
+    scores = score_texts(model, tokenizer, GOOD + BAD, "regression", 32, 3)
+    drawn = capsys.readouterr().err
+    # 8 texts in batches of 3: the bar counts 3 batches
+    assert ("reward model: scoring 8 texts" in drawn and "3/3" in drawn) == (rank == "0")
+    assert rank == "0" or drawn == ""
+    assert score_texts(model, tokenizer, GOOD + BAD, "regression", 32, 3, progress=False) == scores
+    assert capsys.readouterr().err == ""  # the caller turned it off
+
+
 def test_left_truncation_keeps_the_latest_turns():
     tokenizer = left_truncating(load_bundled_encoder_tokenizer())
     text = render([{"role": "user", "content": "early " * 50}, {"role": "assistant", "content": "the final verdict"}],
