@@ -5,7 +5,8 @@ loaders (PyYAML) read as a string. Each section has a schema here (pydantic: abo
 `--help` stays instant; it names the key, the value and what is allowed in one line). params.yaml holds
 every default: a schema declares types, choices and ranges, never a default value, so a key missing from
 params.yaml is an error rather than a second default hidden in code. `trainer` sections pass through to
-the trainer's own config class, which checks them (ladder.training.trainer_config).
+the trainer's own config class, whose fields the stage checks them against before any model loads
+(ladder.training.check_trainer_keys).
 """
 from __future__ import annotations
 

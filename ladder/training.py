@@ -140,6 +140,19 @@ def compact_fused_head() -> bool:
     return True
 
 
+def check_trainer_keys(trainer_params: dict, config_class, section: str) -> None:
+    """Stop on a `trainer` key that `config_class` (TrainingArguments or a TRL config) does not have, with one
+    line naming it, before any model loads: the class itself would raise a TypeError once the trainer is built."""
+    import dataclasses
+
+    from ladder.errors import InputError
+
+    unknown = sorted(set(trainer_params) - {f.name for f in dataclasses.fields(config_class)})
+    if unknown:
+        raise InputError(f"params.yaml: {section}.trainer.{unknown[0]}: unknown key; {section}.trainer passes "
+                         f"through to {config_class.__name__}, which has no such argument")
+
+
 def trainer_arguments(trainer_params: dict, output_dir: str, seed: int, hw: dict, optim_gpu: str | None = None,
                       optim_cpu: str = "adamw_torch_fused") -> dict[str, Any]:
     """Keyword arguments for a transformers / TRL config: the stage's `trainer` params passed through,

@@ -199,14 +199,15 @@ def evaluate(scored: dict[str, dict], rows: list[dict], labels: list[str], major
 
 @stage("classifier", hardware=True)
 def main(all_params: dict, hw: dict) -> None:
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, TrainingArguments
 
     from ladder.io import atomic_path, rounded, write_json
     from ladder.judge import LABELS, build_judge, is_decoder, load_judge, prepare_tokenizer, save_judge
     from ladder.models import read_identity
-    from ladder.training import is_main_process, split_timings
+    from ladder.training import check_trainer_keys, is_main_process, split_timings
 
     params = all_params["classifier"]
+    check_trainer_keys(params["trainer"], TrainingArguments, "classifier")
     try:
         data, ties_dropped = load_rows("data/clean/arena.parquet", "data/clean/preferences.parquet", params["ties"],
                                        params["preference_share"], params["rejected_ties"])

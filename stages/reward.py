@@ -121,13 +121,14 @@ def roc_auc(scores: list[float], truth: list[bool]) -> float | None:
 
 @stage("reward", hardware=True)
 def main(all_params: dict, hw: dict) -> None:
-    from transformers import AutoTokenizer
+    from transformers import AutoTokenizer, TrainingArguments
 
     from ladder.io import atomic_path, write_json
     from ladder.reward_model import OBJECTIVE_FILE, left_truncating, render, score_texts
-    from ladder.training import is_main_process, split_timings
+    from ladder.training import check_trainer_keys, is_main_process, split_timings
 
     params = all_params["reward"]
+    check_trainer_keys(params["trainer"], TrainingArguments, "reward")
     data = load_feedback("data/clean/feedback.parquet")
     tokenizer = left_truncating(AutoTokenizer.from_pretrained("models/reward_base"))
     texts = {s: [render(m, tokenizer) for m in data[s]["messages"]] for s in data}

@@ -136,10 +136,13 @@ def train(params: dict, data: dict, base: str | Path, hw: dict, checkpoints: Pat
 
 @stage("sft", hardware=True)
 def main(all_params: dict, hw: dict) -> None:
+    from trl import SFTConfig
+
     from ladder.io import atomic_path, write_json
-    from ladder.training import gathered_state_dict, is_main_process, save_adapter
+    from ladder.training import check_trainer_keys, gathered_state_dict, is_main_process, save_adapter
 
     params = all_params["sft"]
+    check_trainer_keys(params["trainer"], SFTConfig, "sft")
     data = load_conversations("data/scored/sft.parquet")
     if params["eval_conversations"] is not None:
         data["eval"] = data["eval"][:params["eval_conversations"]]

@@ -116,3 +116,15 @@ def test_help_keeps_the_docstring_layout():
     reads = next(i for i, line in enumerate(lines) if line.strip().startswith("Reads "))
     assert lines[reads + 1].strip().startswith("max_length, eval_pairs")  # the continuation as written, not rewrapped
     assert "    python -m stages.dpo" in done.stdout
+
+
+def test_a_trainer_key_the_config_class_lacks_stops_the_stage_with_one_line(tmp_path):
+    params = with_setting("sft.trainer.learning_rat=1e-4")
+    (tmp_path / "params.yaml").write_text(__import__("json").dumps(params))
+    done = subprocess.run([sys.executable, "-m", "stages.sft"], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(REPO), "PATH": ""})
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == (
+        "Error: params.yaml: sft.trainer.learning_rat: unknown key; sft.trainer passes through to SFTConfig, "
+        "which has no such argument")
+    assert not (tmp_path / "models").exists()
