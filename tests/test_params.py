@@ -1,5 +1,6 @@
 """params.yaml against its schemas: every section's bad values stop a stage with one line naming them."""
 import copy
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -90,11 +91,15 @@ def test_one_section_checked_alone():
         checked("review", {}, "x.yaml")
 
 
-def test_a_stage_stops_on_a_bad_param_with_one_line_before_loading_anything(tmp_path):
-    params = with_setting("sft.lora.dropout=1.5")
-    (tmp_path / "params.yaml").write_text(__import__("json").dumps(params))
-    done = subprocess.run([sys.executable, "-m", "stages.sft"], cwd=tmp_path, capture_output=True, text=True,
+def run_sft(folder: Path, setting: str) -> subprocess.CompletedProcess:
+    """The sft stage, run in `folder` (no inputs there) on the default params with `setting`."""
+    (folder / "params.yaml").write_text(json.dumps(with_setting(setting)))
+    return subprocess.run([sys.executable, "-m", "stages.sft"], cwd=folder, capture_output=True, text=True,
                           env={"PYTHONPATH": str(REPO), "PATH": ""})
+
+
+def test_a_stage_stops_on_a_bad_param_with_one_line_before_loading_anything(tmp_path):
+    done = run_sft(tmp_path, "sft.lora.dropout=1.5")
     assert done.returncode == 1
     assert done.stderr.strip().splitlines() == [
         "Error: params.yaml: sft.lora.dropout = 1.5: Input should be less than or equal to 1"]
@@ -119,10 +124,7 @@ def test_help_keeps_the_docstring_layout():
 
 
 def test_a_trainer_key_the_config_class_lacks_stops_the_stage_with_one_line(tmp_path):
-    params = with_setting("sft.trainer.learning_rat=1e-4")
-    (tmp_path / "params.yaml").write_text(__import__("json").dumps(params))
-    done = subprocess.run([sys.executable, "-m", "stages.sft"], cwd=tmp_path, capture_output=True, text=True,
-                          env={"PYTHONPATH": str(REPO), "PATH": ""})
+    done = run_sft(tmp_path, "sft.trainer.learning_rat=1e-4")
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == (
         "Error: params.yaml: sft.trainer.learning_rat: unknown key; sft.trainer passes through to SFTConfig, "
