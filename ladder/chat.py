@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ladder.batching import with_pad_token
+
 TEMPLATES = Path(__file__).parent / "templates"
 IGNORE = -100
 # Private-use characters: no template writes them, so where they land is where a turn's content goes.
@@ -28,9 +30,7 @@ def use_template(tokenizer, name: str):
         tokenizer.chat_template = path.read_text(encoding="utf-8")
     if not getattr(tokenizer, "chat_template", None):
         raise ValueError("the model has no chat template of its own: set sft.chat_template to a named one")
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
+    return with_pad_token(tokenizer)
 
 
 def render(messages: list[dict], tokenizer, generation_prompt: bool = False) -> str:

@@ -19,20 +19,19 @@ def sample_replies(model, tokenizer, prompts: list[list[dict]], n: int, sampling
     `progress`: a bar over the batches on the main process."""
     import torch
 
+    from ladder.batching import length_sorted_batches, with_pad_token
     from ladder.training import progress as bar
 
     tokenizer.padding_side, tokenizer.truncation_side = "left", "left"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
+    with_pad_token(tokenizer)
     texts = [render_prompt(p, tokenizer) for p in prompts]
     lengths = [len(ids) for ids in tokenizer(texts, add_special_tokens=False)["input_ids"]]
-    order = sorted(range(len(texts)), key=lambda i: (lengths[i], i))
     replies: list[list[str]] = [[] for _ in texts]
     stop = list(sampling.get("stop") or [])
     device = next(model.parameters()).device
     torch.manual_seed(seed)
-    for start in bar(range(0, len(order), batch_size), f"generating {n} x {len(texts)} replies", "batch", progress):
-        batch = order[start:start + batch_size]
+    batches = length_sorted_batches(lengths, batch_size)
+    for batch in bar(batches, f"generating {n} x {len(texts)} replies", "batch", progress):
         inputs = tokenizer([texts[i] for i in batch], return_tensors="pt", padding=True, truncation=True,
                            max_length=max_input_tokens, add_special_tokens=False).to(device)
         with torch.inference_mode():

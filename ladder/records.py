@@ -26,6 +26,15 @@ INVALID_JSON = "_invalid_json"  # the column a source line that is not a JSON ob
 WINNERS = ("model_a", "model_b", "tie")
 
 
+def require_columns(df: pl.DataFrame, columns, where: str | None = None) -> None:
+    """Stop with a ValueError naming the columns of `columns` that `df` lacks, and `where` it was read from."""
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        names = ", ".join(repr(c) for c in missing)
+        what = f"column {names} is missing" if len(missing) == 1 else f"columns {names} are missing"
+        raise ValueError(f"{where}: {what}" if where else what)
+
+
 def _key(parts: tuple) -> bytes:
     return "\x1f".join(map(str, parts)).encode("utf-8")
 

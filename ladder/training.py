@@ -7,14 +7,12 @@ metrics/timings/<stage>.json.
 """
 from __future__ import annotations
 
+import functools
 import importlib.util
 import logging
 import os
 from pathlib import Path
 from typing import Any
-
-from transformers import TrainerCallback
-from transformers.integrations import DVCLiveCallback
 
 from ladder.params import CPU_BF16_CHOICES
 
@@ -33,6 +31,21 @@ def hardware() -> dict[str, Any]:
     return {"cuda": cuda, "bf16": cuda and torch.cuda.is_bf16_supported(),
             "flash_attn": cuda and importlib.util.find_spec("flash_attn") is not None,
             "device": torch.cuda.get_device_name(0) if cuda else "cpu"}
+
+
+def compute_dtype(bf16: bool) -> str:
+    """The dtype models compute in: bfloat16 where the GPU has it (hw["bf16"]), else float32."""
+    return "bfloat16" if bf16 else "float32"
+
+
+def torch_dtype(bf16: bool):
+    import torch
+
+    return getattr(torch, compute_dtype(bf16))
+
+
+def device_name(cuda: bool) -> str:
+    return "cuda" if cuda else "cpu"
 
 
 def cpu_bf16_flags(cpuinfo: str | Path = "/proc/cpuinfo") -> list[str]:
@@ -108,13 +121,26 @@ def attn_implementation(hw: dict) -> str:
     return "flash_attention_2" if hw["flash_attn"] else "sdpa"
 
 
+def causal_lm_settings(hw: dict) -> dict:
+    """from_pretrained's arguments for a chat model in training: bf16 with flash-attention 2 on a GPU that has them,
+    else fp32 and sdpa."""
+    return {"dtype": torch_dtype(hw["bf16"]), "attn_implementation": attn_implementation(hw)}
+
+
 def load_causal_lm(path, hw: dict):
-    """A chat model for training: bf16 with flash-attention 2 on a GPU that has them, else fp32 and sdpa."""
-    import torch
+    """A chat model for training (causal_lm_settings)."""
     from transformers import AutoModelForCausalLM
 
-    return AutoModelForCausalLM.from_pretrained(path, dtype=torch.bfloat16 if hw["bf16"] else torch.float32,
-                                                attn_implementation=attn_implementation(hw))
+    return AutoModelForCausalLM.from_pretrained(path, **causal_lm_settings(hw))
+
+
+def lora_config(lora: dict, task_type: str | None = None, **extra):
+    """PEFT's LoraConfig from a params `lora` section (r, alpha, dropout, target_modules, bias: none unless set);
+    `extra` for what only one caller sets (the judge's layers_to_transform)."""
+    from peft import LoraConfig
+
+    return LoraConfig(task_type=task_type, r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
+                      target_modules=lora["target_modules"], bias=lora.get("bias", "none"), **extra)
 
 
 def compact_fused_head() -> bool:
@@ -212,33 +238,6 @@ def split_timings(metrics: dict) -> tuple[dict, dict]:
     return stable, {k: v for k, v in metrics.items() if is_timing(k)}
 
 
-class LiveCallback(DVCLiveCallback):
-    """transformers' DVCLiveCallback, minus what would make dvclive files differ between identical runs:
-    it logs the stage's own params rather than TrainingArguments (paths, hosts), and keeps run times and
-    throughput out of the curves (they go to the timing file through `timings`)."""
-
-    def __init__(self, stage: str, params: dict | None = None):
-        from dvclive import Live
-
-        # Live() empties its folder when it starts: made on the main process only (the parent class
-        # touches `live` on world process zero only)
-        live = Live(os.path.join("dvclive", stage), dvcyaml=False, save_dvc_exp=False) if is_main_process() else None
-        super().__init__(live=live)
-        self.params = params or {}
-        self.timings: dict[str, float] = {}
-
-    def setup(self, args, state, model):
-        self._initialized = True
-        if state.is_world_process_zero:
-            self.live.log_params(self.params)
-
-    def on_log(self, args, state, control, model=None, logs=None, **kwargs):
-        logs = dict(logs or {})
-        self.timings.update({k: v for k, v in logs.items() if is_timing(k)})
-        super().on_log(args, state, control, model=model, logs={k: v for k, v in logs.items() if not is_timing(k)},
-                       **kwargs)
-
-
 class TokenCount:
     """A trainer's collator, counting the tokens it batches: `real` ones (attention mask) and `padded` (the
     tensor's size). Throughput is quoted on real tokens; 1 - real / padded is the share of padding the steps paid for."""
@@ -268,13 +267,58 @@ def token_timings(counter: TokenCount, seconds: float, processes: int = 1) -> di
             "train_padding_share": round(1 - real / padded, 4) if padded else 0.0}
 
 
-class StopAfter(TrainerCallback):
-    """Stop training after `steps` optimizer steps (the resume test kills a run part way this way)."""
+@functools.cache
+def _callbacks() -> dict[str, type]:
+    """LiveCallback and StopAfter, defined on first use: they subclass transformers' callbacks, and importing
+    transformers with this module would make every stage's --help wait for it. Reach them as
+    ladder.training.LiveCallback / StopAfter."""
+    from transformers import TrainerCallback
+    from transformers.integrations import DVCLiveCallback
 
-    def __init__(self, steps: int):
-        self.steps = steps
+    class LiveCallback(DVCLiveCallback):
+        """transformers' DVCLiveCallback, minus what would make dvclive files differ between identical runs:
+        it logs the stage's own params rather than TrainingArguments (paths, hosts), and keeps run times and
+        throughput out of the curves (they go to the timing file through `timings`)."""
 
-    def on_step_end(self, args, state, control, **kwargs):
-        if state.global_step >= self.steps:
-            control.should_training_stop = True
-        return control
+        def __init__(self, stage: str, params: dict | None = None):
+            from dvclive import Live
+
+            # Live() empties its folder when it starts: made on the main process only (the parent class
+            # touches `live` on world process zero only)
+            live = (Live(os.path.join("dvclive", stage), dvcyaml=False, save_dvc_exp=False) if is_main_process()
+                    else None)
+            super().__init__(live=live)
+            self.params = params or {}
+            self.timings: dict[str, float] = {}
+
+        def setup(self, args, state, model):
+            self._initialized = True
+            if state.is_world_process_zero:
+                self.live.log_params(self.params)
+
+        def on_log(self, args, state, control, model=None, logs=None, **kwargs):
+            logs = dict(logs or {})
+            self.timings.update({k: v for k, v in logs.items() if is_timing(k)})
+            super().on_log(args, state, control, model=model, logs={k: v for k, v in logs.items() if not is_timing(k)},
+                           **kwargs)
+
+    class StopAfter(TrainerCallback):
+        """Stop training after `steps` optimizer steps (the resume test kills a run part way this way)."""
+
+        def __init__(self, steps: int):
+            self.steps = steps
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step >= self.steps:
+                control.should_training_stop = True
+            return control
+
+    for cls in (LiveCallback, StopAfter):
+        cls.__qualname__ = cls.__name__
+    return {"LiveCallback": LiveCallback, "StopAfter": StopAfter}
+
+
+def __getattr__(name: str):
+    if name in ("LiveCallback", "StopAfter"):
+        return _callbacks()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
