@@ -45,15 +45,22 @@ def order_outcomes(judged) -> tuple[list[tuple[float, float | None]], list[tuple
     """a's (P(a wins), P(tie)) in each order alone: (a, b) and (b, a); P(tie) is None for a two-label judge. A
     three-label judge's tie probabilities per order (p_tie_ab, p_tie_ba) must be there, or the figures would read
     every tie as a loss for a."""
-    n = judged.height
-    ties_ab = ties_ba = [None] * n
+    import polars as pl
+
+    columns = ["p_a_ab", "p_a_ba"]
     if "p_tie" in judged.columns and judged["p_tie"].is_not_null().any():
         for column in ("p_tie_ab", "p_tie_ba"):
             if column not in judged.columns:
                 raise ValueError(f"judgments: column {column!r} is missing: a three-label judge (p_tie set) needs "
                                  "the tie probability of each order for the position-bias figures")
-        ties_ab, ties_ba = judged["p_tie_ab"].fill_null(0.0).to_list(), judged["p_tie_ba"].fill_null(0.0).to_list()
-    return list(zip(judged["p_a_ab"], ties_ab)), list(zip(judged["p_a_ba"], ties_ba))
+        columns += [pl.col("p_tie_ab").fill_null(0.0), pl.col("p_tie_ba").fill_null(0.0)]
+    return score_orders(judged.select(columns).to_dicts())
+
+
+def score_orders(scores: list[dict]) -> tuple[list[tuple[float, float | None]], list[tuple[float, float | None]]]:
+    """a's (P(a wins), P(tie)) in each order alone, from the judge's scores (ladder.judge.Judge.score: p_a_ab, p_a_ba
+    and, three labels, p_tie_ab, p_tie_ba), as order_figures takes them."""
+    return ([(s["p_a_ab"], s.get("p_tie_ab")) for s in scores], [(s["p_a_ba"], s.get("p_tie_ba")) for s in scores])
 
 
 def position_bias(judged) -> dict:

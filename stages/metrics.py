@@ -25,7 +25,6 @@ Usage:
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -33,37 +32,12 @@ from ladder.elo import bootstrap_elo, fit_elo, fit_elo_controlled, length_featur
 from ladder.examples import best_generated, review_examples
 from ladder.errors import InputError
 from ladder.io import rounded
+from ladder.metrics import headlines
 from ladder.validity import (check_agreement, check_control_separation, check_flip_rate, check_identical_pairs,
                              check_length, judgment_rows, length_correlation, verdict)
 from ladder.stage import stage
 
 log = logging.getLogger("ladder.metrics")
-HEADLINES = {  # metrics file -> {name in eval.json: path of keys in that file}
-    "reward": {"eval_accuracy": ("eval", "accuracy"), "eval_roc_auc": ("eval", "roc_auc")},
-    "sft": {"eval_loss_base": ("eval_loss_base",), "eval_loss": ("eval_loss",)},
-    "dpo": {"reward_accuracy": ("reward_accuracy",), "reward_margin": ("reward_margin",)},
-    "merge": {"max_abs_logit_difference": ("max_abs_logit_difference",)},
-    "judge": {"accuracy_tta": ("accuracy_tta",), "majority_baseline": ("majority_baseline",),
-              "position_flip_rate": ("position_flip_rate",)},
-}
-
-
-def headlines(folder: Path) -> dict:
-    """The figures of earlier stages a reviewer wants beside the ladder (a missing file or key stops the stage)."""
-    out = {}
-    for producer, figures in HEADLINES.items():
-        data = json.loads((folder / f"{producer}.json").read_text())
-        for name, keys in figures.items():
-            value = data
-            for key in keys:
-                if not isinstance(value, dict) or key not in value:
-                    raise KeyError(f"{folder / f'{producer}.json'}: no {'.'.join(keys)}")
-                value = value[key]
-            out.setdefault(producer, {})[name] = value
-    quantize = json.loads((folder / "quantize.json").read_text())["formats"]
-    out["quantize"] = {name: {"kl_mean": f["kl_mean"], "top1_agreement": f["top1_agreement"],
-                              "size_ratio_16bit": f["size_ratio_16bit"]} for name, f in quantize.items()}
-    return out
 
 
 def validity_report(judged, identical, replies: dict, rewards: dict, lengths: dict, ratings: dict,

@@ -20,6 +20,8 @@ import logging
 import time
 from pathlib import Path
 
+from ladder.metrics import binary_metrics
+from ladder.reward_model import build_model, train
 from ladder.stage import stage
 
 log = logging.getLogger("ladder.reward")
@@ -28,95 +30,12 @@ log = logging.getLogger("ladder.reward")
 def load_feedback(path: str | Path) -> dict[str, dict[str, list]]:
     import polars as pl
 
+    from ladder.records import require_columns
+
     df = pl.read_parquet(path)
-    for column in ("messages", "label", "split"):
-        if column not in df.columns:
-            raise ValueError(f"{path}: column {column!r} is missing")
+    require_columns(df, ("messages", "label", "split"), path)
     return {split: {"messages": df.filter(pl.col("split") == split)["messages"].to_list(),
                     "label": df.filter(pl.col("split") == split)["label"].to_list()} for split in ("train", "eval")}
-
-
-TRAINING_KEYS = ("objective", "max_length", "lora", "seed", "score_batch_size", "cpu_bf16", "trainer")  # as dvc.yaml declares
-
-
-def build_model(base: str | Path, objective: str, lora: dict | None, seed: int, pad_token_id: int | None = None):
-    import torch
-    from transformers import AutoModelForSequenceClassification
-
-    from ladder.reward_model import num_labels
-
-    torch.manual_seed(seed)  # the new head's initial weights
-    labels = num_labels(objective)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        base, num_labels=labels, problem_type="regression" if labels == 1 else "single_label_classification")
-    if model.config.pad_token_id is None:  # decoder backbones: batches need the pad id, and it is saved
-        model.config.pad_token_id = pad_token_id
-    if lora:
-        from peft import LoraConfig, get_peft_model
-        model = get_peft_model(model, LoraConfig(task_type="SEQ_CLS", r=lora["r"], lora_alpha=lora["alpha"],
-                                                 lora_dropout=lora["dropout"], target_modules=lora["target_modules"]))
-    return model
-
-
-def train(model, tokenizer, texts: list[str], labels: list[float], params: dict, hw: dict):
-    """Fit on (text, label); returns the trained model (LoRA merged in) and the trainer's figures."""
-    from datasets import Dataset
-    from transformers import DataCollatorWithPadding, Trainer, TrainingArguments
-
-    from ladder.training import LiveCallback, count_tokens, token_timings, trainer_arguments
-
-    classification = params["objective"] == "classification"
-    data = Dataset.from_dict({"text": texts, "label": [int(y) if classification else float(y) for y in labels]})
-    data = data.map(lambda b: tokenizer(b["text"], truncation=True, max_length=params["max_length"]),
-                    batched=True, remove_columns=["text"])
-    live = LiveCallback("reward", params={k: params.get(k) for k in TRAINING_KEYS})
-    args = TrainingArguments(**trainer_arguments(params["trainer"], "checkpoints/reward", params["seed"], hw))
-    trainer = Trainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
-                      data_collator=DataCollatorWithPadding(tokenizer), callbacks=[live])
-    tokens = count_tokens(trainer)
-    start = time.perf_counter()
-    result = trainer.train()
-    trained = token_timings(tokens, time.perf_counter() - start, args.world_size)
-    model = trainer.model
-    if hasattr(model, "merge_and_unload"):
-        model = model.merge_and_unload()
-    return model, {"train_loss": result.training_loss, "processes": args.world_size, "tokens": trained, **live.timings}
-
-
-def binary_metrics(scores: list[float], labels: list[float], majority: int) -> dict[str, float]:
-    """Accuracy, precision, recall, F1 (positive = thumbs up, threshold 0.5), ROC AUC, MSE, and the
-    accuracy of always answering the train split's majority class."""
-    n = len(labels)
-    if not n:
-        return {"rows": 0}
-    truth = [y >= 0.5 for y in labels]
-    pred = [s >= 0.5 for s in scores]
-    tp = sum(p and t for p, t in zip(pred, truth))
-    fp = sum(p and not t for p, t in zip(pred, truth))
-    fn = sum(t and not p for p, t in zip(pred, truth))
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    return {"rows": n, "accuracy": sum(p == t for p, t in zip(pred, truth)) / n, "precision": precision,
-            "recall": recall, "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
-            "roc_auc": roc_auc(scores, truth), "mse": sum((s - y) ** 2 for s, y in zip(scores, labels)) / n,
-            "majority_baseline": sum(t == bool(majority) for t in truth) / n, "positive_rate": sum(truth) / n}
-
-
-def roc_auc(scores: list[float], truth: list[bool]) -> float | None:
-    """The probability that a random positive outscores a random negative (ties count half)."""
-    ranked = sorted(zip(scores, truth))
-    rank_sum, i = 0.0, 0
-    while i < len(ranked):
-        j = i
-        while j < len(ranked) and ranked[j][0] == ranked[i][0]:
-            j += 1
-        rank_sum += sum(t for _, t in ranked[i:j]) * (i + j + 1) / 2  # mean 1-based rank of the tie group
-        i = j
-    positives = sum(truth)
-    negatives = len(truth) - positives
-    if not positives or not negatives:
-        return None  # undefined with one class only
-    return (rank_sum - positives * (positives + 1) / 2) / (positives * negatives)
 
 
 @stage("reward", hardware=True)

@@ -1,4 +1,5 @@
-"""The Elo ladder: ratings recovered from known strengths, intervals, win rates, ties against FastChat's fit."""
+"""The Elo ladder: ratings recovered from known strengths, intervals, win rates, ties against FastChat's fit; and the
+reward and judge figures (scikit-learn) against the formulas they are defined by."""
 from __future__ import annotations
 
 import math
@@ -6,8 +7,8 @@ import math
 import pytest
 
 from ladder.elo import ELO_SCALE, bootstrap_elo, fit_elo, win_matrix
+from ladder.metrics import binary_metrics, calibration, evaluate_judge, headlines, log_loss, roc_auc
 from ladder.validity import agreement, judgment_rows, position_bias
-from stages.metrics import headlines
 
 TRUE = {"base": 1000.0, "sft": 1100.0, "merged": 1150.0, "int8": 1140.0, "gguf-q8_0": 900.0}
 
@@ -248,3 +249,81 @@ def test_headlines_name_a_missing_figure(tmp_path):
         (tmp_path / f"{stage}.json").write_text("{}")
     with pytest.raises(KeyError, match="reward.json"):
         headlines(tmp_path)
+
+
+# ------------------------------------------------------------------------------------------------ reward and judge
+
+def direct_binary(scores, labels):
+    """The figures from their definitions, counted by hand (ROC AUC as Mann-Whitney's U, ties half)."""
+    truth, pred = [y >= 0.5 for y in labels], [s >= 0.5 for s in scores]
+    tp = sum(p and t for p, t in zip(pred, truth))
+    fp = sum(p and not t for p, t in zip(pred, truth))
+    fn = sum(t and not p for p, t in zip(pred, truth))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn) if tp + fn else 0.0
+    pos = [s for s, t in zip(scores, truth) if t]
+    neg = [s for s, t in zip(scores, truth) if not t]
+    auc = (sum((p > n) + 0.5 * (p == n) for p in pos for n in neg) / (len(pos) * len(neg))) if pos and neg else None
+    return {"accuracy": sum(p == t for p, t in zip(pred, truth)) / len(labels), "precision": precision,
+            "recall": recall, "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+            "roc_auc": auc, "mse": sum((s - y) ** 2 for s, y in zip(scores, labels)) / len(labels)}
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_reward_figures_match_their_definitions_with_ties_in_the_scores(seed):
+    import random
+
+    rng = random.Random(seed)
+    n = [2, 7, 40, 233, 233, 90][seed]
+    scores = [round(rng.random() * 8) / 8 for _ in range(n)]  # an eighth-grid: many tied scores, some at 0.5
+    labels = [float(rng.random() < 0.5) for _ in range(n)] if seed % 3 else [rng.random() for _ in range(n)]
+    labels[0], labels[-1] = 1.0, 0.0  # both classes
+    got = binary_metrics(scores, labels, majority=1)
+    for key, value in direct_binary(scores, labels).items():
+        assert got[key] == pytest.approx(value, abs=1e-12), key
+
+
+def test_reward_figures_with_one_class_only():
+    got = binary_metrics([0.2, 0.7, 0.7], [1.0, 1.0, 1.0], majority=0)
+    assert got["roc_auc"] is None and roc_auc([0.3, 0.4], [False, False]) is None
+    assert got["recall"] == pytest.approx(2 / 3) and got["precision"] == 1.0 and got["majority_baseline"] == 0.0
+    none_predicted = binary_metrics([0.1, 0.2], [0.0, 0.0], majority=0)
+    assert none_predicted["precision"] == none_predicted["recall"] == none_predicted["f1"] == 0.0
+    assert none_predicted["accuracy"] == 1.0
+
+
+def test_log_loss_is_the_mean_negative_log_probability_of_the_truth():
+    probabilities = [[0.7, 0.2, 0.1], [0.25, 0.5, 0.25], [0.1, 0.1, 0.8], [0.5, 0.5, 0.0]]
+    truth = [0, 2, 2, 1]
+    expected = -sum(math.log(p[t]) for p, t in zip(probabilities, truth)) / len(truth)
+    assert log_loss(probabilities, truth) == pytest.approx(expected, abs=1e-12)
+    assert log_loss([[0.9, 0.1]], [0]) == pytest.approx(-math.log(0.9), abs=1e-12)  # truth of one class only
+    # a float32 softmax sums to 1 only to float32 precision: no warning for that
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert math.isfinite(log_loss([[0.6000001, 0.4]], [1]))
+
+
+def test_calibration_bins_are_closed_on_the_right_and_count_their_rows():
+    rows = calibration([0.05, 0.1, 0.15, 0.42, 0.44, 0.97, 1.0], [True, False, False, True, False, True, True])
+    assert [r["rows"] for r in rows] == [2, 1, 2, 2]  # 0.1 sits in the first bin, 1.0 in the last
+    assert [round(r["bin"], 6) for r in rows] == [0.05, 0.15, 0.45, 0.95]
+    assert rows[0]["predicted"] == pytest.approx(0.075) and rows[0]["observed"] == 0.5
+    assert rows[2]["predicted"] == pytest.approx(0.43) and rows[3]["observed"] == 1.0
+
+
+def test_judge_evaluation_counts_accuracy_position_and_plots():
+    scored = {"x": {"p_a": 0.8, "p_b": 0.2, "p_a_ab": 0.9, "p_a_ba": 0.7},   # right, both orders agree
+              "y": {"p_a": 0.6, "p_b": 0.4, "p_a_ab": 0.7, "p_a_ba": 0.4},   # wrong, flips with the order
+              "z": {"p_a": 0.3, "p_b": 0.7, "p_a_ab": 0.35, "p_a_ba": 0.25}}  # right
+    rows = [{"id": "x", "winner": "model_a", "language": "en"}, {"id": "y", "winner": "model_b", "language": "en"},
+            {"id": "z", "winner": "model_b", "language": "fr", "table": "preferences"}]
+    metrics, plots = evaluate_judge(scored, rows, ["model_a", "model_b"], "model_b")
+    assert metrics["accuracy_tta"] == pytest.approx(2 / 3) and metrics["position_flip_rate"] == pytest.approx(1 / 3)
+    assert metrics["log_loss_tta"] == pytest.approx(-(math.log(0.8) + math.log(0.4) + math.log(0.7)) / 3)
+    assert metrics["accuracy_by_language"] == {"en": 0.5} and set(metrics["by_source"]) == {"arena", "preferences"}
+    assert metrics["majority_baseline"] == pytest.approx(2 / 3)
+    assert [r["rows"] for r in plots["calibration"]] == [1, 1, 1]
+    assert plots["confusion"][1] == {"actual": "model_b", "predicted": "model_a"}

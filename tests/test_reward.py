@@ -12,8 +12,9 @@ import torch
 from ladder.models import load_bundled_encoder_tokenizer, materialize, tiny_model
 from ladder.reward_model import OBJECTIVE_FILE, Scorer, left_truncating, render, score_texts
 from ladder.training import hardware
-from stages.reward import binary_metrics, build_model, roc_auc, train
-from stages.score import histograms, keep_mask, self_pairs
+from ladder.metrics import binary_metrics, roc_auc
+from ladder.reward_filter import histograms, keep_mask, self_pairs
+from ladder.reward_model import build_model, train
 
 GOOD = ["*smiles* Tell me more about the dragon!", "Ah, the old map! I studied it for years.",
         "*bows* The festival lights are lovely tonight.", "The key? It opens the north tower, friend."]
