@@ -29,7 +29,7 @@ def main(repeats: int, batch_size: int) -> None:
     import torch
 
     from ladder.judge import load_judge
-    from stages.classifier import load_arena
+    from ladder.judge_data import load_arena
 
     judge = load_judge("models/judge")
     rows = load_arena("data/clean/arena.parquet", judge.settings["ties"])["eval"]

@@ -20,16 +20,15 @@ by (row id, order), never by position, so any batching or length sort gives the 
 """
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
-
-import torch
-from torch import nn
 
 from ladder.params import JUDGE_HEADS as HEADS
 
 CONFIG_FILE, HEAD_FILE = "judge.json", "head.safetensors"
 LABELS = ("model_a", "model_b", "tie")
+SETTINGS = ("max_length", "field_budget", "head", "head_dropout", "ties", "quantization", "lora")  # saved with the judge
 A_MARK, B_MARK = "\n\n<response_a>: ", "\n\n<response_b>: "
 
 
@@ -75,11 +74,11 @@ def is_decoder(config) -> bool:
 
 
 def prepare_tokenizer(tokenizer, decoder: bool):
+    from ladder.batching import with_pad_token
+
     tokenizer.truncation_side = "left"
     tokenizer.padding_side = "left" if decoder else "right"
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
+    return with_pad_token(tokenizer)
 
 
 def encode(texts: list[str], tokenizer, max_length: int, decoder: bool) -> list[list[int]]:
@@ -117,6 +116,8 @@ def pad_batch(tokenizer, features: list[dict]) -> dict:
     """tokenizer.pad, and `segments` (when the rows have them) padded with 0 on the tokenizer's padding side."""
     batch = tokenizer.pad([{k: v for k, v in f.items() if k != "segments"} for f in features], return_tensors="pt")
     if "segments" in features[0]:
+        import torch
+
         width = batch["input_ids"].shape[1]
         left = tokenizer.padding_side == "left"
         batch["segments"] = torch.tensor([[0] * (width - len(f["segments"])) + list(f["segments"]) if left
@@ -125,29 +126,11 @@ def pad_batch(tokenizer, features: list[dict]) -> dict:
     return batch
 
 
-def head(hidden: int, labels: int, dropout: float) -> nn.Sequential:
+def head(hidden: int, labels: int, dropout: float):
+    from torch import nn
+
     return nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, hidden // 2), nn.Dropout(dropout), nn.GELU(),
                          nn.Linear(hidden // 2, labels))
-
-
-class RepliesHead(nn.Module):
-    """Each reply read as the mean of its own tokens; a scored from (a, b) and b from (b, a) by one shared scorer,
-    a tie from (a + b, |a - b|). Swapping the replies swaps the scores by construction, so only the backbone can
-    carry a preference for a position (an encoder's position embeddings; a decoder's causal attention too). The `cls` head learns where to look for each
-    reply: trained on good-against-bad pairs only, it weighed the same feature differently at the two positions
-    and, on two replies of one kind, picked by position (README, the judge)."""
-
-    def __init__(self, hidden: int, labels: int, dropout: float):
-        super().__init__()
-        self.score = head(2 * hidden, 1, dropout)
-        self.tie = head(2 * hidden, 1, dropout) if labels == 3 else None
-
-    def forward(self, hidden, segments):
-        a, b = (masked_mean(hidden, segments == k) for k in (1, 2))
-        logits = [self.score(torch.cat([a, b], -1)), self.score(torch.cat([b, a], -1))]
-        if self.tie is not None:
-            logits.append(self.tie(torch.cat([a + b, (a - b).abs()], -1)))
-        return torch.cat(logits, -1)
 
 
 def masked_mean(hidden, mask):
@@ -156,30 +139,67 @@ def masked_mean(hidden, mask):
     return (hidden * weights).sum(1) / weights.sum(1).clamp(min=1)
 
 
-class PairJudge(nn.Module):
-    """A backbone (optionally LoRA and quantized) and the custom head: over one pooled position (`cls`), or over
-    each reply's tokens (`replies`)."""
+@functools.cache
+def _modules() -> dict[str, type]:
+    """RepliesHead and PairJudge, defined on first use: they subclass torch's nn.Module, and importing torch with this
+    module would make every stage's --help wait for it. Reach them as ladder.judge.RepliesHead / PairJudge."""
+    import torch
+    from torch import nn
 
-    def __init__(self, backbone, hidden: int, labels: int, dropout: float, decoder: bool, kind: str = "cls"):
-        super().__init__()
-        if kind not in HEADS:
-            raise ValueError(f"classifier.head must be cls or replies, not {kind!r}")
-        self.backbone, self.decoder, self.kind = backbone, decoder, kind
-        self.head = head(hidden, labels, dropout) if kind == "cls" else RepliesHead(hidden, labels, dropout)
+    class RepliesHead(nn.Module):
+        """Each reply read as the mean of its own tokens; a scored from (a, b) and b from (b, a) by one shared
+        scorer, a tie from (a + b, |a - b|). Swapping the replies swaps the scores by construction, so only the
+        backbone can carry a preference for a position (an encoder's position embeddings; a decoder's causal
+        attention too). The `cls` head learns where to look for each reply: trained on good-against-bad pairs only,
+        it weighed the same feature differently at the two positions and, on two replies of one kind, picked by
+        position (README, the judge)."""
 
-    def forward(self, input_ids, attention_mask, labels=None, segments=None):
-        from transformers.modeling_outputs import SequenceClassifierOutput
+        def __init__(self, hidden: int, labels: int, dropout: float):
+            super().__init__()
+            self.score = head(2 * hidden, 1, dropout)
+            self.tie = head(2 * hidden, 1, dropout) if labels == 3 else None
 
-        hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        if self.kind == "replies":
-            if segments is None:
-                raise ValueError("the replies head needs each token's segment (ladder.judge.encode_segments)")
-            logits = self.head(hidden.float(), segments)
-        else:
-            pooled = hidden[:, -1] if self.decoder else hidden[:, 0]  # left-padded decoder: EOS; encoder: [CLS]
-            logits = self.head(pooled.float())
-        loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
-        return SequenceClassifierOutput(loss=loss, logits=logits)
+        def forward(self, hidden, segments):
+            a, b = (masked_mean(hidden, segments == k) for k in (1, 2))
+            logits = [self.score(torch.cat([a, b], -1)), self.score(torch.cat([b, a], -1))]
+            if self.tie is not None:
+                logits.append(self.tie(torch.cat([a + b, (a - b).abs()], -1)))
+            return torch.cat(logits, -1)
+
+    class PairJudge(nn.Module):
+        """A backbone (optionally LoRA and quantized) and the custom head: over one pooled position (`cls`), or
+        over each reply's tokens (`replies`)."""
+
+        def __init__(self, backbone, hidden: int, labels: int, dropout: float, decoder: bool, kind: str = "cls"):
+            super().__init__()
+            if kind not in HEADS:
+                raise ValueError(f"classifier.head must be cls or replies, not {kind!r}")
+            self.backbone, self.decoder, self.kind = backbone, decoder, kind
+            self.head = head(hidden, labels, dropout) if kind == "cls" else RepliesHead(hidden, labels, dropout)
+
+        def forward(self, input_ids, attention_mask, labels=None, segments=None):
+            from transformers.modeling_outputs import SequenceClassifierOutput
+
+            hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+            if self.kind == "replies":
+                if segments is None:
+                    raise ValueError("the replies head needs each token's segment (ladder.judge.encode_segments)")
+                logits = self.head(hidden.float(), segments)
+            else:
+                pooled = hidden[:, -1] if self.decoder else hidden[:, 0]  # left-padded decoder: EOS; encoder: [CLS]
+                logits = self.head(pooled.float())
+            loss = nn.functional.cross_entropy(logits, labels) if labels is not None else None
+            return SequenceClassifierOutput(loss=loss, logits=logits)
+
+    for cls in (RepliesHead, PairJudge):
+        cls.__qualname__ = cls.__name__
+    return {"RepliesHead": RepliesHead, "PairJudge": PairJudge}
+
+
+def __getattr__(name: str):
+    if name in ("RepliesHead", "PairJudge"):
+        return _modules()[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def load_backbone(path: str | Path, quantization: str = "none", cuda: bool = False, bf16: bool = False):
@@ -187,17 +207,21 @@ def load_backbone(path: str | Path, quantization: str = "none", cuda: bool = Fal
     from transformers import AutoModel
 
     from ladder.quantization import bnb_config, device_map
+    from ladder.training import compute_dtype, device_name, torch_dtype
 
-    config = bnb_config(quantization, "bfloat16" if bf16 else "float32")
-    dtype = torch.bfloat16 if bf16 else torch.float32
+    config = bnb_config(quantization, compute_dtype(bf16))
+    dtype = torch_dtype(bf16)
     if config is None:
-        return AutoModel.from_pretrained(path, dtype=dtype).to("cuda" if cuda else "cpu")
+        return AutoModel.from_pretrained(path, dtype=dtype).to(device_name(cuda))
     return AutoModel.from_pretrained(path, quantization_config=config, dtype=dtype, device_map=device_map(cuda))
 
 
 def build_judge(backbone_path: str | Path, labels: int, head_dropout: float, quantization: str, lora: dict | None,
-                seed: int, cuda: bool = False, bf16: bool = False, kind: str = "cls") -> PairJudge:
-    """A trainable judge: LoRA on the (possibly quantized) backbone, a freshly initialised head trained in full."""
+                seed: int, cuda: bool = False, bf16: bool = False, kind: str = "cls"):
+    """A trainable judge (PairJudge): LoRA on the (possibly quantized) backbone, a freshly initialised head trained in
+    full."""
+    import torch
+
     if kind not in HEADS:
         raise ValueError(f"classifier.head must be cls or replies, not {kind!r}")
     if quantization != "none":  # refuse early, naming the layer, what a CPU kernel would refuse later
@@ -218,21 +242,52 @@ def build_judge(backbone_path: str | Path, labels: int, head_dropout: float, qua
         from peft import prepare_model_for_kbit_training
         backbone = prepare_model_for_kbit_training(backbone, use_gradient_checkpointing=False)
     if lora:
-        from peft import LoraConfig, get_peft_model
+        from peft import get_peft_model
+
+        from ladder.training import lora_config
         # `layers`: the last N transformer blocks only. Backpropagation then stops below them, which is most of
         # the training time saved on a CPU; the frozen blocks below still run forward.
         top = {}
         if lora.get("layers"):
             count = backbone.config.num_hidden_layers
             top = {"layers_to_transform": list(range(max(count - lora["layers"], 0), count))}
-        backbone = get_peft_model(backbone, LoraConfig(r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-                                                       target_modules=lora["target_modules"], bias="none", **top))
-    model = PairJudge(backbone, backbone.config.hidden_size, labels, head_dropout, is_decoder(backbone.config), kind)
+        backbone = get_peft_model(backbone, lora_config(lora, **top))
+    model = _modules()["PairJudge"](backbone, backbone.config.hidden_size, labels, head_dropout, is_decoder(backbone.config), kind)
     model.head.to(next(backbone.parameters()).device)  # only the head: a bitsandbytes backbone refuses .to()
     return model
 
 
-def save_judge(model: PairJudge, tokenizer, settings: dict, target: Path) -> None:
+def train(model, tokenizer, pairs: list[tuple], params: dict, hw: dict):
+    """Fit the judge on (prompt, first, second, label) pairs (params: the `classifier` section); returns the
+    trainer's figures."""
+    import time
+
+    from datasets import Dataset
+    from transformers import Trainer, TrainingArguments
+
+    from ladder.training import LiveCallback, count_tokens, token_timings, trainer_arguments
+
+    fields = [judge_fields(p, a, b, tokenizer, params["field_budget"]) for p, a, b, _ in pairs]
+    ids, segments = encode_segments(fields, tokenizer, params["max_length"], model.decoder)
+    columns = {"input_ids": ids, "labels": [label for *_, label in pairs]}
+    if model.kind == "replies":
+        columns["segments"] = segments
+    data = Dataset.from_dict(columns)
+    live = LiveCallback("classifier", params={k: params.get(k) for k in (*SETTINGS, "preference_share", "swap_augment",
+                                                                         "identical_pairs", "identical_label", "seed", "cpu_bf16",
+                                                                         "trainer")})
+    args = TrainingArguments(**trainer_arguments(params["trainer"], "checkpoints/classifier", params["seed"], hw,
+                                                 optim_gpu="adamw_8bit"))
+    trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=lambda rows: pad_batch(tokenizer, rows),
+                      callbacks=[live])
+    tokens = count_tokens(trainer)
+    start = time.perf_counter()
+    result = trainer.train()
+    trained = token_timings(tokens, time.perf_counter() - start, args.world_size)
+    return {"train_loss": result.training_loss, "processes": args.world_size, "tokens": trained, **live.timings}
+
+
+def save_judge(model, tokenizer, settings: dict, target: Path) -> None:
     """The adapter (or the full backbone without LoRA), the head, the tokenizer and the settings to rebuild it."""
     from safetensors.torch import save_file
 
@@ -249,9 +304,9 @@ def save_judge(model: PairJudge, tokenizer, settings: dict, target: Path) -> Non
 
 
 class Judge:
-    """A trained judge ready to score pairs."""
+    """A trained judge (its PairJudge, tokenizer and settings) ready to score pairs."""
 
-    def __init__(self, model: PairJudge, tokenizer, settings: dict):
+    def __init__(self, model, tokenizer, settings: dict):
         self.model, self.settings = model.eval(), settings
         self.tokenizer = prepare_tokenizer(tokenizer, model.decoder)
         self.labels = len(settings["labels"])
@@ -259,18 +314,19 @@ class Judge:
     def probabilities(self, keyed_fields: dict, batch_size: int = 32, progress: bool = True) -> dict:
         """Softmax over the labels for each (prompt, first, second) laid out, by key; batches are formed in length
         order. `progress`: a bar over the batches on the main process."""
+        import torch
+
+        from ladder.batching import length_sorted_batches
         from ladder.training import progress as bar
 
         keys = list(keyed_fields)
         ids, segments = encode_segments([keyed_fields[k] for k in keys], self.tokenizer, self.settings["max_length"],
                                         self.model.decoder)
-        order = sorted(range(len(keys)), key=lambda i: (len(ids[i]), i))
         device = next(self.model.parameters()).device
         out = {}
         with torch.inference_mode():
-            for start in bar(range(0, len(order), batch_size), f"judge: scoring {len(keys)} ordered pairs", "batch",
-                             progress):
-                chunk = order[start:start + batch_size]
+            batches = length_sorted_batches([len(row) for row in ids], batch_size)
+            for chunk in bar(batches, f"judge: scoring {len(keys)} ordered pairs", "batch", progress):
                 rows = [{"input_ids": ids[i], **({"segments": segments[i]} if self.model.kind == "replies" else {})}
                         for i in chunk]
                 batch = pad_batch(self.tokenizer, rows).to(device)
@@ -285,6 +341,8 @@ class Judge:
         order alone (p_tie_ab, p_tie_ba): a tie counts half a win in the position-bias figures."""
         if len({r["id"] for r in rows}) != len(rows):
             raise ValueError("judge rows need unique ids: the two orders are matched by id")
+        import torch
+
         fields = {}
         for r in rows:
             prompt, a, b = judge_fields(r["prompt"], r["response_a"], r["response_b"], self.tokenizer,
@@ -342,7 +400,7 @@ def load_judge(path: str | Path, backbone_folder: str | Path = "models/judge_bas
             backbone = backbone.merge_and_unload()
     else:
         backbone = load_backbone(path / "backbone", "none", cuda, bf16)
-    model = PairJudge(backbone, backbone.config.hidden_size, len(settings["labels"]), 0.0, is_decoder(backbone.config),
+    model = _modules()["PairJudge"](backbone, backbone.config.hidden_size, len(settings["labels"]), 0.0, is_decoder(backbone.config),
                       settings.get("head", "cls"))
     model.head.load_state_dict(load_file(path / HEAD_FILE))
     model.head.to(next(backbone.parameters()).device)

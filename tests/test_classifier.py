@@ -13,7 +13,9 @@ from transformers import AutoTokenizer
 from ladder.judge import (RepliesHead, build_judge, encode, encode_segments, head, judge_text, keep_last_tokens,
                           load_judge, prepare_tokenizer, save_judge)
 from ladder.models import materialize, read_identity
-from stages.classifier import evaluate, load_arena, load_rows, train, training_pairs
+from ladder.judge import train
+from ladder.judge_data import load_arena, load_rows, training_pairs
+from ladder.metrics import evaluate_judge
 
 LORA_BERT = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["query", "value"]}
 LORA_LLAMA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj", "down_proj"]}
@@ -293,7 +295,7 @@ def test_metrics_per_source():
               "b": {"p_a": 0.3, "p_b": 0.7, "p_a_ab": 0.4, "p_a_ba": 0.2},
               "p": {"p_a": 0.4, "p_b": 0.6, "p_a_ab": 0.7, "p_a_ba": 0.1},   # wrong with TTA, flips
               "q": {"p_a": 0.3, "p_b": 0.7, "p_a_ab": 0.3, "p_a_ba": 0.3}}
-    metrics, _ = evaluate(scored, data, ["model_a", "model_b"], "model_a")
+    metrics, _ = evaluate_judge(scored, data, ["model_a", "model_b"], "model_a")
     arena, prefs = metrics["by_source"]["arena"], metrics["by_source"]["preferences"]
     assert (arena["rows"], arena["accuracy_tta"], arena["position_flip_rate"]) == (2, 1.0, 0.0)
     assert (prefs["rows"], prefs["accuracy_tta"], prefs["position_flip_rate"]) == (2, 0.5, 0.5)
@@ -338,7 +340,7 @@ def test_metrics_from_known_scores():
               "b": {"p_a": 0.3, "p_b": 0.7, "p_a_ab": 0.6, "p_a_ba": 0.0},   # one order wrong, flips
               "c": {"p_a": 0.4, "p_b": 0.6, "p_a_ab": 0.45, "p_a_ba": 0.35},  # wrong
               "d": {"p_a": 0.6, "p_b": 0.4, "p_a_ab": 0.4, "p_a_ba": 0.8}}   # TTA right, one order wrong, flips
-    metrics, plots = evaluate(scored, data, ["model_a", "model_b"], "model_b")
+    metrics, plots = evaluate_judge(scored, data, ["model_a", "model_b"], "model_b")
     assert metrics["accuracy_tta"] == 0.75 and metrics["accuracy_one_order"] == 0.25
     assert metrics["majority_baseline"] == 0.25 and metrics["position_flip_rate"] == 0.5
     assert metrics["accuracy_by_language"] == {"en": 1.0, "fr": 0.5}

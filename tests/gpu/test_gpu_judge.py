@@ -35,7 +35,8 @@ def test_quantized_judge_trains_through_lora_with_adamw_8bit_on_the_gpu(kind, qu
     import transformers
     from transformers import AutoTokenizer
 
-    from stages.classifier import train, training_pairs
+    from ladder.judge import train
+    from ladder.judge_data import training_pairs
 
     monkeypatch.chdir(tmp_path)
     folder = request.getfixturevalue(f"tiny_{kind}")
