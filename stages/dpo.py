@@ -32,11 +32,11 @@ def load_pairs(path: str | Path, tokenizer, max_prompt_length: int) -> dict:
     from datasets import Dataset
 
     from ladder.chat import fit_prompt
+    from ladder.records import require_columns
 
-    df = pl.read_parquet(path).sort("id")
-    for column in ("prompt", "chosen", "rejected", "split"):
-        if column not in df.columns:
-            raise ValueError(f"{path}: column {column!r} is missing")
+    df = pl.read_parquet(path)
+    require_columns(df, ("prompt", "chosen", "rejected", "split"), path)
+    df = df.sort("id")
     out = {}
     for split in ("train", "eval"):
         part = df.filter(pl.col("split") == split)
@@ -47,27 +47,14 @@ def load_pairs(path: str | Path, tokenizer, max_prompt_length: int) -> dict:
     return out
 
 
-def sft_model(base: str | Path, sft: str | Path, hw: dict):
-    """Base with the SFT adapter merged in: the starting point, and the reference, of preference tuning."""
-    from peft import PeftModel
-
-    from ladder.training import load_causal_lm
-
-    return PeftModel.from_pretrained(load_causal_lm(base, hw), sft).merge_and_unload()
-
-
 def trainer_for(params: dict, model, tokenizer, data: dict, hw: dict, callbacks=()):
     """The TRL trainer for `params['method']`, with a fresh LoRA adapter on `model`."""
-    from peft import LoraConfig
-
-    from ladder.training import compact_fused_head, trainer_arguments
+    from ladder.training import compact_fused_head, lora_config, trainer_arguments
 
     method = params["method"]
     if method not in METHODS:
         raise ValueError(f"dpo.method must be one of {', '.join(METHODS)}, not {method!r}")
-    lora = params["lora"]
-    peft_config = LoraConfig(task_type="CAUSAL_LM", r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-                             target_modules=lora["target_modules"], bias=lora.get("bias", "none"))
+    peft_config = lora_config(params["lora"], "CAUSAL_LM")
     args = trainer_arguments(params["trainer"], "checkpoints/dpo", params["seed"], hw) | {
         "max_length": params["max_length"], "beta": params["beta"]}
     if not hw["cuda"]:
@@ -97,8 +84,9 @@ def main(all_params: dict, hw: dict) -> None:
     from transformers import AutoTokenizer
 
     from ladder.io import atomic_path, write_json
-    from ladder.training import (LiveCallback, count_tokens, gathered_state_dict, is_main_process, save_adapter,
-                                 split_timings, token_timings)
+    from ladder.merging import sft_merged
+    from ladder.training import (LiveCallback, causal_lm_settings, count_tokens, gathered_state_dict, is_main_process,
+                                 save_adapter, split_timings, token_timings)
 
     params = all_params["dpo"]
     tokenizer = AutoTokenizer.from_pretrained("models/sft")  # carries the chat template SFT trained with
@@ -106,7 +94,8 @@ def main(all_params: dict, hw: dict) -> None:
     if params["eval_pairs"] is not None:
         data["eval"] = data["eval"].select(range(min(params["eval_pairs"], len(data["eval"]))))
     live = LiveCallback("dpo", params={k: v for k, v in params.items() if k != "trainer"} | params["trainer"])
-    trainer = trainer_for(params, sft_model("models/base", "models/sft", hw), tokenizer, data, hw, [live])
+    start = sft_merged("models/base", "models/sft", **causal_lm_settings(hw))  # the reference too: see the docstring
+    trainer = trainer_for(params, start, tokenizer, data, hw, [live])
     tokens = count_tokens(trainer)
     start = time.perf_counter()
     result = trainer.train()

@@ -19,100 +19,15 @@ Usage:
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import time
 from pathlib import Path
 
+from ladder.merging import max_logit_difference, merged_from, model_card, stacked
 from ladder.stage import stage
 
 log = logging.getLogger("ladder.merge")
-DTYPES = ("float16", "bfloat16", "float32")
-PARITY_DTYPES = ("float64", "float32")
-
-
-def stacked(base: str | Path, sft: str | Path, dpo: str | Path):
-    """Base with the SFT adapter merged, the DPO adapter on top (unmerged): what training produced, in fp32."""
-    import torch
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM
-
-    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
-    model = PeftModel.from_pretrained(model, sft).merge_and_unload()
-    return PeftModel.from_pretrained(model, dpo).eval()
-
-
-def merged_from(stack, dtype: str):
-    import copy
-
-    import torch
-
-    if dtype not in DTYPES:
-        raise ValueError(f"merge.dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
-    return copy.deepcopy(stack).merge_and_unload().to(getattr(torch, dtype)).eval()
-
-
-@contextlib.contextmanager
-def computed_in(model, dtype: str = "float64"):
-    """Compute `model` in `dtype` for the duration: every floating parameter and buffer is cast in place and
-    cast back afterwards, to the dtype each had (exact for float64, which holds every float32, float16 and
-    bfloat16; for float32, exact for the 16-bit and float32 models the merge compares)."""
-    import torch
-
-    if dtype not in PARITY_DTYPES:
-        raise ValueError(f"merge.parity_dtype must be one of {', '.join(PARITY_DTYPES)}, not {dtype!r}")
-    tensors = [t for t in (*model.parameters(), *model.buffers()) if t.is_floating_point()]
-    dtypes = [t.dtype for t in tensors]
-    for t in tensors:
-        t.data = t.data.to(getattr(torch, dtype))
-    try:
-        yield model
-    finally:
-        for t, dtype in zip(tensors, dtypes):
-            t.data = t.data.to(dtype)
-
-
-def logits_in(model, tokenizer, conversations: list[list[dict]], dtype: str = "float64") -> list:
-    import torch
-
-    from ladder.chat import render
-
-    with computed_in(model, dtype), torch.inference_mode():
-        return [model(**tokenizer(render(m, tokenizer), return_tensors="pt", add_special_tokens=False)).logits.cpu()
-                for m in conversations]
-
-
-def max_logit_difference(reference, candidate, tokenizer, conversations: list[list[dict]],
-                         dtype: str = "float64") -> float:
-    """max |logits(reference) - logits(candidate)| over the tokens of a few rendered conversations, both models
-    computed in `dtype`: in float64, the weights' own difference, free of float32 rounding in the forward pass."""
-    expected = logits_in(reference, tokenizer, conversations, dtype)
-    got = logits_in(candidate, tokenizer, conversations, dtype)
-    return max(float((a - b).abs().max()) for a, b in zip(expected, got))
-
-
-def model_card(fetch: dict, sft: dict, dpo: dict, merge: dict, metrics: dict) -> str:
-    """What the model is made of and how it scored: the data, the params, the headline numbers; no secrets
-    (nothing from the environment is read here)."""
-    sources = ", ".join(f"{name} ({spec['format']})" for name, spec in fetch["sources"].items())
-    lines = [
-        "# ladder chat model", "",
-        f"Base model: `{fetch['base_model']}`" + (f" @ `{fetch['base_revision']}`" if fetch.get("base_revision") else ""),
-        f"Data sources: {sources}.", "",
-        "Made by the ladder pipeline: LoRA SFT on reward-filtered conversations, then preference tuning from the",
-        "SFT model, both adapters merged into this standalone model.", "",
-        "## Settings", "",
-        f"- SFT: chat template `{sft['chat_template']}`, max length {sft['max_length']}, LoRA {json.dumps(sft['lora'])},"
-        f" trainer {json.dumps(sft['trainer'])}",
-        f"- Preference tuning: method `{dpo['method']}`, loss `{dpo['loss_type']}`, beta {dpo['beta']},"
-        f" LoRA {json.dumps(dpo['lora'])}, trainer {json.dumps(dpo['trainer'])}",
-        f"- Merged in float32, saved as `{merge['dtype']}`; generation defaults {json.dumps(merge['generation'])}", "",
-        "## Metrics", "",
-        *[f"- {stage}: {json.dumps(values)}" for stage, values in metrics.items()], ""]
-    return "\n".join(lines)
-
-
 @stage("merge")
 def main(params: dict) -> None:
     import polars as pl

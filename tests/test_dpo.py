@@ -7,8 +7,9 @@ from datasets import Dataset
 
 from ladder.chat import fit_prompt, render
 from ladder.models import load_bundled_chat_tokenizer, materialize
-from ladder.training import hardware
-from stages.dpo import eval_figures, sft_model, trainer_for
+from ladder.merging import sft_merged
+from ladder.training import causal_lm_settings, hardware
+from stages.dpo import eval_figures, trainer_for
 
 PROMPT = [{"role": "system", "content": "You are Aria."}, {"role": "assistant", "content": "Welcome!"},
           {"role": "user", "content": "Tell me about the dragon."}]
@@ -68,7 +69,7 @@ def test_the_reference_is_the_sft_model_not_the_base(models, tmp_path, monkeypat
     monkeypatch.chdir(tmp_path)
     tokenizer = load_bundled_chat_tokenizer()
     hw = hardware()
-    start = sft_model(models / "base", models / "sft", hw)
+    start = sft_merged(models / "base", models / "sft", **causal_lm_settings(hw))
     sft_logits = logits(start, tokenizer)
     base_logits = logits(AutoModelForCausalLM.from_pretrained(models / "base"), tokenizer)
     assert not torch.allclose(sft_logits, base_logits, atol=1e-4)  # the SFT adapter does change the model
@@ -85,7 +86,7 @@ def test_dpo_moves_only_the_new_adapter_and_reports_reward_accuracy(models, tmp_
     monkeypatch.chdir(tmp_path)
     tokenizer = load_bundled_chat_tokenizer()
     hw = hardware()
-    trainer = trainer_for(params(), sft_model(models / "base", models / "sft", hw), tokenizer,
+    trainer = trainer_for(params(), sft_merged(models / "base", models / "sft", **causal_lm_settings(hw)), tokenizer,
                           {"train": pairs(4), "eval": pairs(2)}, hw)
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer.train()
@@ -105,7 +106,7 @@ def test_reference_free_methods_train(models, tmp_path, monkeypatch, method):
     trainer = trainer_for(params(method, trainer={"max_steps": 1, "per_device_train_batch_size": 2,
                                                   "per_device_eval_batch_size": 2, "learning_rate": 1e-3,
                                                   "activation_checkpointing": False}),
-                          sft_model(models / "base", models / "sft", hw), tokenizer,
+                          sft_merged(models / "base", models / "sft", **causal_lm_settings(hw)), tokenizer,
                           {"train": pairs(2), "eval": pairs(2)}, hw)
     assert trainer.train().global_step == 1
 

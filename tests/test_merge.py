@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from ladder.models import load_bundled_chat_tokenizer, materialize
-from stages.merge import computed_in, logits_in, max_logit_difference, merged_from, model_card, stacked
+from ladder.merging import computed_in, logits_in, max_logit_difference, merged_from, model_card, stacked
 
 CONVERSATIONS = [[{"role": "user", "content": f"Hello {i}?"}, {"role": "assistant", "content": f"Hi {i}!"}]
                  for i in range(3)]
