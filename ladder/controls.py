@@ -9,6 +9,7 @@ A judge that does not put `reference` above `shuffled` is not reading the replie
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import random
 from pathlib import Path
@@ -25,10 +26,10 @@ def eval_prompts(path: str | Path) -> list[dict]:
     reference."""
     import polars as pl
 
+    from ladder.records import require_columns
+
     df = pl.read_parquet(path)
-    for column in REQUIRED:
-        if column not in df.columns:
-            raise ValueError(f"{path}: column {column!r} is missing")
+    require_columns(df, REQUIRED, path)
     prompts = []
     for row in df.filter(pl.col("split") == "eval").sort("id").iter_rows(named=True):
         if row["thumbs_up"] is False:
@@ -98,3 +99,13 @@ def identical_rows(responses: dict[str, list[str]], prompts: list[dict]) -> list
     return [{"id": f"{p['prompt_id']}|{m}|{m}", "prompt_id": p["prompt_id"], "model": m,
              "prompt": role_lines(p["messages"]), "response_a": replies[i], "response_b": replies[i]}
             for m, replies in responses.items() for i, p in enumerate(prompts)]
+
+
+def pairwise(responses: dict[str, list[str]], prompts: list[dict]) -> list[dict]:
+    """Judge rows for every pair of models and controls (models in `inference.models` order, then the controls) on
+    every prompt; the judge's prompt field is the conversation so far, one "role: content" line per message."""
+    from ladder.reward_model import role_lines
+
+    return [{"id": f"{p['prompt_id']}|{a}|{b}", "prompt_id": p["prompt_id"], "model_a": a, "model_b": b,
+             "prompt": role_lines(p["messages"]), "response_a": responses[a][i], "response_b": responses[b][i]}
+            for i, p in enumerate(prompts) for a, b in itertools.combinations(responses, 2)]

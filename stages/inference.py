@@ -26,109 +26,31 @@ Usage:
 """
 from __future__ import annotations
 
-import importlib.util
-import itertools
 import json
 import logging
 import time
 from pathlib import Path
 
 from ladder.errors import InputError
-from ladder.params import CHAT_MODELS
 from ladder.stage import stage
 
 log = logging.getLogger("ladder.inference")
-VLLM_MODELS = ("base", "merged", "gguf-f16", "gguf-q8_0")
 # the p_tie columns are null for a two-label judge; metrics needs each order's tie share for the position figures
 JUDGMENT_COLUMNS = ("p_a", "p_b", "p_tie", "p_a_ab", "p_a_ba", "p_tie_ab", "p_tie_ba")
-
-
-def vllm_installed() -> bool:
-    return importlib.util.find_spec("vllm") is not None
-
-
-def choose_backend(requested: str, model: str, hw: dict) -> str:
-    """vLLM when asked for, installed, on a GPU, and able to serve this model; else transformers."""
-    if requested not in ("hf", "vllm"):
-        raise ValueError(f"inference.backend must be hf or vllm, not {requested!r}")
-    if requested == "vllm" and hw["cuda"] and model in VLLM_MODELS and vllm_installed():
-        return "vllm"
-    return "hf"
-
-
-def load_chat_model(name: str, hw: dict):
-    """(model, tokenizer) for a chat model by name, with the tokenizer and chat template saved beside it."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from ladder.quantization import load_quantized
-
-    if name not in CHAT_MODELS:
-        raise ValueError(f"unknown model {name!r} in inference.models; known: {', '.join(CHAT_MODELS)}")
-    dtype = torch.bfloat16 if hw["bf16"] else torch.float32
-    device = "cuda" if hw["cuda"] else "cpu"
-    if name in ("base", "merged"):
-        path = f"models/{name}"
-        return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval(), AutoTokenizer.from_pretrained(path)
-    if name == "sft":
-        from peft import PeftModel
-        model = AutoModelForCausalLM.from_pretrained("models/base", dtype=dtype)
-        model = PeftModel.from_pretrained(model, "models/sft").merge_and_unload()
-        return model.to(device).eval(), AutoTokenizer.from_pretrained("models/sft")
-    return load_quantized("models/quantized", name, dtype="bfloat16" if hw["bf16"] else "float32", cuda=hw["cuda"])
-
-
-def vllm_replies(name: str, prompts: list[list[dict]], n: int, sampling: dict, seed: int) -> list[list[str]]:
-    """The same sampling through vLLM (GPU only)."""
-    from vllm import LLM, SamplingParams
-
-    from ladder.generation import cut_at_stop
-
-    path = "models/merged" if name == "merged" else "models/base"
-    kwargs = {"model": path}
-    if name.startswith("gguf-"):
-        kwargs = {"model": f"models/quantized/gguf/model-{name.removeprefix('gguf-')}.gguf", "tokenizer": "models/merged"}
-    llm = LLM(seed=seed, max_model_len=sampling["max_input_tokens"] + sampling["max_new_tokens"], **kwargs)
-    stop = list(sampling.get("stop") or [])
-    params = SamplingParams(n=n, temperature=sampling["temperature"], top_p=sampling["top_p"], top_k=sampling["top_k"],
-                            max_tokens=sampling["max_new_tokens"], stop=stop or None, seed=seed)
-    outputs = llm.chat(prompts, params, add_generation_prompt=True)
-    return [[cut_at_stop(c.text, stop) for c in out.outputs] for out in outputs]
-
-
-def best_replies(samples: list[list[str]], prompts: list[list[dict]], scorer) -> tuple[list[str], list[float]]:
-    """Per prompt, the sample the reward model scores highest (the first of equals), and its score."""
-    flat = [(i, reply) for i, replies in enumerate(samples) for reply in replies]
-    scores = scorer.score_conversations([prompts[i] + [{"role": "assistant", "content": r}] for i, r in flat])
-    best: dict[int, tuple[float, str]] = {}
-    for (i, reply), score in zip(flat, scores):
-        if i not in best or score > best[i][0]:
-            best[i] = (score, reply)
-    return [best[i][1] for i in range(len(prompts))], [best[i][0] for i in range(len(prompts))]
-
-
-def pairwise(responses: dict[str, list[str]], prompts: list[dict]) -> list[dict]:
-    """Judge rows for every pair of models and controls (models in `inference.models` order, then the controls) on
-    every prompt; the judge's prompt
-    field is the conversation so far, one "role: content" line per message."""
-    from ladder.reward_model import role_lines
-
-    return [{"id": f"{p['prompt_id']}|{a}|{b}", "prompt_id": p["prompt_id"], "model_a": a, "model_b": b,
-             "prompt": role_lines(p["messages"]), "response_a": responses[a][i], "response_b": responses[b][i]}
-            for i, p in enumerate(prompts) for a, b in itertools.combinations(responses, 2)]
 
 
 @stage("inference", hardware=True)
 def main(all_params: dict, hw: dict) -> None:
     import polars as pl
 
-    from ladder.controls import control_replies, eval_prompts, held_out_prompts, identical_rows
+    from ladder.chat_models import choose_backend, load_chat_model, vllm_replies
+    from ladder.controls import control_replies, eval_prompts, held_out_prompts, identical_rows, pairwise
     from ladder.elo import soft_outcome
     from ladder.generation import sample_replies
     from ladder.io import write_json, write_parquet
     from ladder.judge import load_judge
     from ladder.models import read_identity
-    from ladder.reward_model import Scorer
+    from ladder.reward_model import Scorer, best_replies
 
     logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
     params = all_params["inference"]

@@ -366,10 +366,11 @@ def test_a_broken_judge_makes_the_ladder_invalid_through_the_stages(tmp_path, mo
                                                                    write_params):
     from click.testing import CliRunner
 
+    import ladder.chat_models
     import ladder.reward_model
     import ladder.training
-    import stages.inference
-    import stages.metrics
+    from stages.inference import main as inference_main
+    from stages.metrics import main as metrics_main
     from ladder.models import tiny_model
 
     monkeypatch.chdir(tmp_path)
@@ -390,10 +391,10 @@ def test_a_broken_judge_makes_the_ladder_invalid_through_the_stages(tmp_path, mo
     write_params(tmp_path / "params.yaml", params)
     monkeypatch.setattr(ladder.reward_model, "Scorer", LengthScorer)
     chat = {name: tiny_model("llama", seed=seed) for name, seed in (("base", 0), ("merged", 1))}
-    monkeypatch.setattr(stages.inference, "load_chat_model", lambda name, hw: chat[name])
+    monkeypatch.setattr(ladder.chat_models, "load_chat_model", lambda name, hw: chat[name])
     monkeypatch.setattr(ladder.training, "hardware",
                         lambda: {"cuda": False, "bf16": False, "flash_attn": False, "device": "cpu"})
-    result = CliRunner().invoke(stages.inference.main, [])
+    result = CliRunner().invoke(inference_main, [])
     assert result.exit_code == 0, result.output + repr(result.exception)
 
     responses = pl.read_parquet("data/generations/responses.parquet")
@@ -419,7 +420,7 @@ def test_a_broken_judge_makes_the_ladder_invalid_through_the_stages(tmp_path, mo
     assert identical.height == 20 * 4 and identical["p_first"].is_between(0, 1).all()
     assert Counter(identical["model"]) == {m: 20 for m in ("base", "merged", "reference", "shuffled")}
 
-    result = CliRunner().invoke(stages.metrics.main, [])
+    result = CliRunner().invoke(metrics_main, [])
     assert result.exit_code == 0, result.output + repr(result.exception)
     report = json.loads((tmp_path / "metrics/eval.json").read_text())
     assert next(iter(report)) == "validity"
