@@ -32,7 +32,7 @@ def main(conversations: int, thresholds: str) -> None:
 
     from ladder.chat import render
     from ladder.quantization import compute_in
-    from stages.quantize import fidelity
+    from ladder.fidelity import fidelity
 
     logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
     tokenizer = AutoTokenizer.from_pretrained("models/merged")

@@ -1,5 +1,5 @@
-"""Quantized models: the bitsandbytes settings the quantize and classifier stages share, and loading any
-quantized format back by name.
+"""Quantized models: the bitsandbytes settings the quantize and classifier stages share, quantizing through them, and
+loading any quantized format back by name (ladder/fidelity.py measures them against the merged model).
 
 Names: `int8` (bitsandbytes LLM.int8 with the WSDM judge's settings), `nf4` (bitsandbytes 4-bit NF4 with
 double quantization) and `gguf-<type>` (a GGUF file written by ladder.gguf_export, read back by transformers,
@@ -40,6 +40,17 @@ def bnb_config(method: str, compute_dtype: str = "float32"):
         return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
                                   bnb_4bit_compute_dtype=getattr(torch, compute_dtype))
     raise ValueError(f"quantization must be one of none, {', '.join(BNB_METHODS)}; got {method!r}")
+
+
+def quantize_bnb(merged: Path, target: Path, method: str, dtype: str, compute_dtype: str, cuda: bool) -> None:
+    """Load the merged model through bitsandbytes and save it quantized, with its tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(merged, quantization_config=bnb_config(method, compute_dtype),
+                                                 dtype=getattr(torch, dtype), device_map=device_map(cuda))
+    model.save_pretrained(target, safe_serialization=True)
+    AutoTokenizer.from_pretrained(merged).save_pretrained(target)
 
 
 def quantizable_layers(model) -> dict[str, tuple[int, int]]:
@@ -163,6 +174,8 @@ def load_quantized(root: str | Path, name: str, dtype: str = "float32", cuda: bo
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
+    from ladder.training import device_name
+
     root = Path(root)
     if name in BNB_METHODS:
         folder = root / name
@@ -176,6 +189,6 @@ def load_quantized(root: str | Path, name: str, dtype: str = "float32", cuda: bo
             raise FileNotFoundError(f"no quantized model {name!r}: {path} does not exist")
         model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=getattr(torch, dtype))
         tokenizer = AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
-        return model.to("cuda" if cuda else "cpu").eval(), tokenizer
+        return model.to(device_name(cuda)).eval(), tokenizer
     raise ValueError(f"unknown quantized model {name!r}; names are {', '.join(BNB_METHODS)} and "
                      f"{GGUF_PREFIX}<type>")

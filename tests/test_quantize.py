@@ -11,7 +11,9 @@ from ladder.gguf_export import check_supported, export_gguf
 from ladder.models import tiny_model
 from ladder.quantization import (NF4_BLOCKSIZE, bnb_config, bnb_shape_problems, format_names, load_quantized,
                                  model_skeleton, quantizable_layers, weight_files)
-from stages.quantize import fidelity, generation_speed, main, quantize_bnb, sizes
+from ladder.fidelity import fidelity, generation_speed, sizes
+from ladder.quantization import quantize_bnb
+from stages.quantize import main
 
 # 4 query heads over 2 key/value heads of 32, so every layer's in and out features are multiples of 64 (both
 # bitsandbytes CPU paths take it) and rows fill whole q8_0 blocks; weights large enough that the next-token

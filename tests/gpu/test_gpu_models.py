@@ -27,7 +27,7 @@ def test_bitsandbytes_model_stays_quantized_on_the_gpu_and_computes_its_weights(
     import torch.nn.functional as F
     from safetensors.torch import load_file
 
-    from stages.quantize import quantize_bnb
+    from ladder.quantization import quantize_bnb
 
     quantize_bnb(tiny_llama, tmp_path / method, method, "bfloat16", "bfloat16", cuda=True)
     model, _ = load_quantized(tmp_path, method, dtype="bfloat16", cuda=True)
@@ -83,7 +83,7 @@ def stack_dirs(tiny_llama, tmp_path_factory):
 
 def test_bfloat16_merge_on_the_gpu_is_within_tolerance_of_base_plus_adapters(tiny_llama, stack_dirs):
     from ladder.chat import render
-    from stages.merge import merged_from, stacked
+    from ladder.merging import merged_from, stacked
 
     tokenizer = load_bundled_chat_tokenizer()
     stack = stacked(tiny_llama, stack_dirs / "sft", stack_dirs / "dpo")  # fp32 on the CPU: the reference
@@ -108,8 +108,8 @@ def test_bfloat16_merge_on_the_gpu_is_within_tolerance_of_base_plus_adapters(tin
 def test_vllm_generates_sampled_replies_from_the_merged_model(tiny_llama, stack_dirs, tmp_path, monkeypatch):
     from ladder.chat import use_template
     from ladder.training import hardware
-    from stages.inference import choose_backend, vllm_replies
-    from stages.merge import merged_from, stacked
+    from ladder.chat_models import choose_backend, vllm_replies
+    from ladder.merging import merged_from, stacked
 
     monkeypatch.chdir(tmp_path)
     merged = merged_from(stacked(tiny_llama, stack_dirs / "sft", stack_dirs / "dpo"), "bfloat16")
