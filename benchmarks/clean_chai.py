@@ -105,7 +105,7 @@ def check_same(df: pl.DataFrame) -> None:
 
 def measure(kind: str, n: int) -> dict:
     from ladder.formats import parse_source
-    from stages.clean import clean
+    from ladder.cleaning import clean
 
     df = generate(n)
     messages = int(df["conversation"].list.len().sum())

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from ladder.records import TABLES
 from ladder.sources import _records_to_frame
-from stages.clean import clean
+from ladder.cleaning import clean
 
 PARAMS = {"seed": 0, "eval_fraction": 0.3, "min_turns": 2, "min_message_chars": 1, "max_message_chars": 200,
           "min_conversation_chars": 1, "max_conversation_chars": 2000, "sft_requires_thumbs_up": True,

@@ -13,7 +13,7 @@ import pytest
 from ladder.io import atomic_path
 from ladder.params import load_params, read_yaml
 from ladder.sources import hf_token, read_file, read_raw, read_source, split_files, write_raw
-from stages.clean import clean
+from ladder.cleaning import clean
 
 REPO = Path(__file__).resolve().parents[1]
 ROWS = [{"history": [{"sender": "Bot", "value": "Hi"}, {"sender": "user", "value": "Yo"}], "accepted": "Hey you",
