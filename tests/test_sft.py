@@ -9,7 +9,7 @@ from ladder.chat import IGNORE, checked_collator, render, tokenize_for_training,
 from ladder.generation import render_prompt
 from ladder.models import load_bundled_chat_tokenizer, materialize
 from ladder.training import StopAfter, hardware
-from stages.sft import train
+from ladder.supervised import train
 
 CONVERSATIONS = [
     [{"role": "system", "content": "You are Aria, a librarian."}, {"role": "assistant", "content": "Welcome!"},
