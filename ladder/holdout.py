@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import polars as pl
 
-from ladder.records import unit_interval
+from ladder.records import require_columns, unit_interval
 
 SHARE_SALT, ORDER_SALT = "judge-share", "judge-order"
 PREFERENCE_COLUMNS = ("id", "source", "row", "prompt", "chosen", "rejected", "split")
@@ -47,9 +47,7 @@ def judge_rows(pairs: pl.DataFrame, share: float, rejected_ties: bool = False) -
     two replies of one kind it had learnt nothing to go by but their positions (README, the judge)."""
     from ladder.reward_model import role_lines
 
-    missing = [c for c in PREFERENCE_COLUMNS if c not in pairs.columns]
-    if missing:
-        raise ValueError(f"column(s) {missing} missing")
+    require_columns(pairs, PREFERENCE_COLUMNS)
     rows, ties = [], 0
     rejected: dict[tuple[str, str, int], list[dict]] = {}
     for pair in pairs.filter(judge_share_mask(pairs, share)).sort("id").iter_rows(named=True):
@@ -71,3 +69,15 @@ def judge_rows(pairs: pl.DataFrame, share: float, rejected_ties: bool = False) -
 def judge_row(pair: dict, prompt: str, a: str, b: str, winner: str, row_id: str | None = None) -> dict:
     return {"id": row_id or pair["id"], "table": "preferences", "prompt": prompt, "response_a": a, "response_b": b,
             "winner": winner, "language": "unknown", "split": pair["split"]}
+
+
+def judge_holdout(pairs: pl.DataFrame, extra: pl.DataFrame, share: float) -> pl.Series:
+    """True for the train pairs DPO must not see: the judge's share of the preference table (`pairs`) and the
+    pairs of `extra` (self pairs, source "self:<source>") made from one of those source rows."""
+    mask = judge_share_mask(pairs, share)
+    judged = pairs.filter(mask)
+    keys = set(zip(judged["source"], judged["row"]))
+    held = mask.to_list() + [
+        (source.removeprefix("self:"), row) in keys for source, row in zip(extra["source"], extra["row"])]
+    splits = pairs["split"].to_list() + extra["split"].to_list()
+    return pl.Series("held_out", [h and s == "train" for h, s in zip(held, splits)], dtype=pl.Boolean)
