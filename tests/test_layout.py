@@ -1,0 +1,127 @@
+"""The repository's shape, read from the source: every stage declares in dvc.yaml the ladder modules it runs (so a
+change to one reruns the stages it affects), stages never import each other, tests and benchmarks reach shared logic
+through ladder/ (a stage's Click `main` aside), and importing any stage or ladder module loads no heavy library."""
+from __future__ import annotations
+
+import ast
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from ruamel.yaml import YAML
+
+ROOT = Path(__file__).resolve().parent.parent
+HEAVY = ("torch", "transformers", "trl", "peft", "datasets", "sklearn")
+
+
+def imported_modules(path: Path) -> set[str]:
+    """Every module `path` imports, at the top or inside a function (`from ladder import x` gives ladder.x)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def ladder_files(modules: set[str]) -> set[str]:
+    """The ladder/*.py files among `modules` (a name like ladder.judge.load_judge is a function, not a file)."""
+    return {f"ladder/{m.split('.')[1]}.py" for m in modules
+            if m.startswith("ladder.") and (ROOT / f"ladder/{m.split('.')[1]}.py").is_file()}
+
+
+def ladder_closure(path: Path) -> set[str]:
+    """The ladder modules `path` runs: the ones it imports, and theirs, transitively."""
+    todo, seen = ladder_files(imported_modules(path)), set()
+    while todo:
+        module = todo.pop()
+        seen.add(module)
+        todo |= ladder_files(imported_modules(ROOT / module)) - seen
+    return seen
+
+
+def stage_entries() -> list[tuple[str, dict]]:
+    """(dvc.yaml name, stage body) per stage; a foreach stage once, by its `do` template."""
+    stages = YAML(typ="safe", pure=True).load((ROOT / "dvc.yaml").read_text())["stages"]
+    return [(name, body.get("do", body)) for name, body in stages.items()]
+
+
+def code_of(cmd: str) -> set[str]:
+    """The Python files a stage's command runs: stages/<name>.py, and ladder/launch.py when it launches one."""
+    launched = re.search(r"-m ladder\.launch (\w+)", cmd)
+    if launched:
+        return {f"stages/{launched.group(1)}.py", "ladder/launch.py"}
+    direct = re.search(r"-m stages\.(\w+)", cmd)
+    assert direct, f"no stage module in {cmd!r}"
+    return {f"stages/{direct.group(1)}.py"}
+
+
+def test_every_stage_has_its_code_found():
+    entries = stage_entries()
+    assert len(entries) >= 11
+    for name, body in entries:
+        assert all((ROOT / f).is_file() for f in code_of(body["cmd"])), name
+
+
+@pytest.mark.parametrize("name,body", stage_entries(), ids=[n for n, _ in stage_entries()])
+def test_dvc_deps_are_the_ladder_modules_each_stage_runs(name, body):
+    code = code_of(body["cmd"])
+    needed = set().union(*(ladder_closure(ROOT / f) for f in code)) | code
+    declared = {d for d in body["deps"] if isinstance(d, str) and d.endswith(".py")}
+    assert not needed - declared, f"{name}: dvc.yaml lacks {sorted(needed - declared)}"
+    assert not declared - needed, f"{name}: dvc.yaml declares {sorted(declared - needed)}, which it never imports"
+    if any("use_template(" in (ROOT / f).read_text() for f in needed - {"ladder/chat.py"}):  # reads ladder/templates
+        assert "ladder/templates" in body["deps"], name
+
+
+def test_the_import_reader_follows_imports_inside_functions_and_through_ladder(tmp_path):
+    # stages/sft.py imports ladder.supervised at the top; supervised imports ladder.chat inside train(), and chat
+    # imports ladder.batching at its top
+    closure = ladder_closure(ROOT / "stages/sft.py")
+    assert {"ladder/supervised.py", "ladder/chat.py", "ladder/batching.py", "ladder/training.py"} <= closure
+    assert "ladder/judge.py" not in closure
+    fake = tmp_path / "fake.py"
+    fake.write_text("def f():\n    from ladder import elo\n    import ladder.io\n")
+    assert ladder_closure(fake) == {"ladder/elo.py", "ladder/io.py"}
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "stages").glob("*.py")), ids=lambda p: p.name)
+def test_no_stage_imports_another(path):
+    assert not {m for m in imported_modules(path) if m == "stages" or m.startswith("stages.")}
+
+
+def stage_imports(path: Path) -> list[str]:
+    """What `path` takes from stages/: `module.name` per imported name, `module` for a bare `import stages.x`."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
+        if isinstance(node, ast.Import):
+            found += [a.name for a in node.names if a.name == "stages" or a.name.startswith("stages.")]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "stages":
+            found += [f"{node.module}.{a.name}" for a in node.names]
+    return found
+
+
+# stages/dpo.py's trainer table moves to ladder/preference.py in its own change (issue 16)
+NOT_YET_MOVED = {"stages.dpo.trainer_for", "stages.dpo.eval_figures"}
+
+
+@pytest.mark.parametrize("path", sorted([*(ROOT / "tests").rglob("*.py"), *(ROOT / "benchmarks").glob("*.py")]),
+                         ids=lambda p: str(p.relative_to(ROOT)))
+def test_tests_and_benchmarks_take_shared_logic_from_ladder(path):
+    wrong = [name for name in stage_imports(path) if not name.endswith(".main") and name not in NOT_YET_MOVED]
+    assert not wrong, f"{path.relative_to(ROOT)} imports {wrong} from stages/: move it to ladder/"
+
+
+def test_importing_stages_and_ladder_loads_no_heavy_library():
+    modules = [f"stages.{p.stem}" for p in sorted((ROOT / "stages").glob("*.py")) if p.stem != "__init__"]
+    modules += [f"ladder.{p.stem}" for p in sorted((ROOT / "ladder").glob("*.py")) if p.stem != "__init__"]
+    code = (f"import importlib, json, sys\nfor m in {modules!r}:\n    importlib.import_module(m)\n"
+            f"print(json.dumps(sorted(m for m in {HEAVY!r} if m in sys.modules)))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout.splitlines()[-1]) == []
