@@ -21,6 +21,9 @@ from ladder.errors import InputError
 # The choices params allow, declared here once; the modules that act on them import them from here (this file is
 # already every stage's dependency: defining them elsewhere would make every stage depend on that module too).
 LAUNCHERS = ("python", "accelerate")
+# the parsers of ladder/formats.py (FORMATS), by name: named here so that checking params does not load them
+SOURCE_FORMATS = ("chai_feedback", "chai_prize_flat", "chatml_conversation", "messages", "role_prefixed_text",
+                  "zephyr_text", "chai_dpo", "arena_wsdm", "arena_lmsys")
 CPU_BF16_CHOICES = ("auto", "on", "off")
 OBJECTIVES = ("regression", "classification")          # the reward model's loss
 PREFERENCE_METHODS = ("dpo", "simpo", "orpo")
@@ -52,21 +55,12 @@ class Section(BaseModel):
 
 
 class Source(Section):
-    format: str
+    format: Literal[SOURCE_FORMATS]
     path: str | None = None  # a source is a local path or a pinned hub dataset: one of the two, checked below
     hub: str | None = None
     revision: str | None = None
     split: str | None = None
     files: str | list[str] | None = None
-
-    @field_validator("format")
-    @classmethod
-    def known_format(cls, value: str) -> str:
-        from ladder.formats import FORMATS
-
-        if value not in FORMATS:
-            raise ValueError(f"one of {', '.join(sorted(FORMATS))}")
-        return value
 
     @model_validator(mode="after")
     def one_place(self) -> Source:

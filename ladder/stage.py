@@ -1,6 +1,6 @@
 """The one entry every stage's command goes through.
 
-    @stage("sft", hardware=True)
+    @stage("sft", hardware=stage_hardware)        # ladder.training.stage_hardware
     def main(params: dict, hw: dict) -> None: ...
 
 gives the stage a `--params FILE` option and, before its body runs: logging, params.yaml read and checked
@@ -31,9 +31,11 @@ class StageCommand(click.Command):
             formatter.write(f"{'':{formatter.current_indent + 2}}{line}\n" if line.strip() else "\n")
 
 
-def stage(name: str, hardware: bool = False, section: str | None = None) -> Callable:
-    """Make `fn(params, [hw,] **options)` stage `name`'s Click command (see the module docstring). `section`:
-    the params section whose cpu_bf16 applies (default: `name`). Click options go below this decorator."""
+def stage(name: str, hardware: Callable[[str, dict], dict] | None = None, section: str | None = None) -> Callable:
+    """Make `fn(params, [hw,] **options)` stage `name`'s Click command (see the module docstring). `hardware`:
+    ladder.training.stage_hardware for a stage that loads models (passed in, not imported here, so that stages
+    without models do not depend on the training module); `section`: the params section whose cpu_bf16 applies
+    (default: `name`). Click options go below this decorator."""
 
     def wrap(fn: Callable) -> click.Command:
         def run(params_file: str, **options) -> None:
@@ -43,9 +45,7 @@ def stage(name: str, hardware: bool = False, section: str | None = None) -> Call
             try:
                 params = load_params(params_file)
                 if hardware:
-                    from ladder.training import stage_hardware
-
-                    options["hw"] = stage_hardware(name, params[section or name])
+                    options["hw"] = hardware(name, params[section or name])
                 return fn(params, **options)
             except InputError as error:
                 raise click.ClickException(str(error)) from None

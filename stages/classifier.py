@@ -35,9 +35,10 @@ from ladder.judge import SETTINGS, train
 from ladder.judge_data import load_rows, training_pairs
 from ladder.metrics import evaluate_judge
 from ladder.stage import stage
+from ladder.training import stage_hardware
 
 log = logging.getLogger("ladder.classifier")
-@stage("classifier", hardware=True)
+@stage("classifier", hardware=stage_hardware)
 def main(all_params: dict, hw: dict) -> None:
     from transformers import AutoTokenizer, TrainingArguments
 

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from ladder.stage import stage
+from ladder.training import stage_hardware
 
 log = logging.getLogger("ladder.dpo")
 METHODS = ("dpo", "simpo", "orpo")
@@ -79,7 +80,7 @@ def eval_figures(metrics: dict) -> dict:
     return {name: round(float(metrics[key]), 6) for name, key in pick.items() if key in metrics}
 
 
-@stage("dpo", hardware=True)
+@stage("dpo", hardware=stage_hardware)
 def main(all_params: dict, hw: dict) -> None:
     from transformers import AutoTokenizer
 

@@ -33,13 +33,14 @@ from pathlib import Path
 
 from ladder.errors import InputError
 from ladder.stage import stage
+from ladder.training import stage_hardware
 
 log = logging.getLogger("ladder.inference")
 # the p_tie columns are null for a two-label judge; metrics needs each order's tie share for the position figures
 JUDGMENT_COLUMNS = ("p_a", "p_b", "p_tie", "p_a_ab", "p_a_ba", "p_tie_ab", "p_tie_ba")
 
 
-@stage("inference", hardware=True)
+@stage("inference", hardware=stage_hardware)
 def main(all_params: dict, hw: dict) -> None:
     import polars as pl
 

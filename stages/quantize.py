@@ -28,6 +28,7 @@ from ladder.errors import InputError
 from ladder.fidelity import fidelity, generation_speed, sizes
 from ladder.quantization import quantize_bnb
 from ladder.stage import stage
+from ladder.training import stage_hardware
 
 log = logging.getLogger("ladder.quantize")
 MERGED, OUT = Path("models/merged"), Path("models/quantized")
@@ -49,7 +50,7 @@ def check_shapes(merged: Path, formats: list[str]) -> None:
             raise InputError(f"{merged} cannot be quantized to {method}: {problems[0]}{more}")
 
 
-@stage("quantize", hardware=True)
+@stage("quantize", hardware=stage_hardware)
 def main(params: dict, hw: dict) -> None:
     import polars as pl
     import torch

@@ -23,6 +23,7 @@ from pathlib import Path
 from ladder.metrics import binary_metrics
 from ladder.reward_model import build_model, train
 from ladder.stage import stage
+from ladder.training import stage_hardware
 
 log = logging.getLogger("ladder.reward")
 
@@ -38,7 +39,7 @@ def load_feedback(path: str | Path) -> dict[str, dict[str, list]]:
                     "label": df.filter(pl.col("split") == split)["label"].to_list()} for split in ("train", "eval")}
 
 
-@stage("reward", hardware=True)
+@stage("reward", hardware=stage_hardware)
 def main(all_params: dict, hw: dict) -> None:
     from transformers import AutoTokenizer, TrainingArguments
 

@@ -21,10 +21,11 @@ import logging
 import shutil
 
 from ladder.stage import stage
+from ladder.training import stage_hardware
 from ladder.supervised import CHECKPOINTS, load_conversations, train
 
 log = logging.getLogger("ladder.sft")
-@stage("sft", hardware=True)
+@stage("sft", hardware=stage_hardware)
 def main(all_params: dict, hw: dict) -> None:
     from trl import SFTConfig
 

@@ -15,7 +15,8 @@ DEFAULT = read_yaml(REPO / "params.yaml")
 
 # (setting as `dvc exp run -S` writes it, what the one line must say): at least one per section
 BAD = [
-    ("fetch.sources.chai.format=chai_feedbacks", "fetch.sources.chai.format = 'chai_feedbacks': one of arena_lmsys"),
+    ("fetch.sources.chai.format=chai_feedbacks", "fetch.sources.chai.format = 'chai_feedbacks': Input should be "
+                                                 "'chai_feedback', 'chai_prize_flat'"),
     ("fetch.sources.chai.path=null", "fetch.sources.chai: needs a local `path` or a `hub` dataset"),
     ("fetch.seed=zero", "fetch.seed = 'zero': Input should be a valid integer"),
     ("clean.eval_fraction=1.5", "clean.eval_fraction = 1.5: Input should be less than 1"),
@@ -63,6 +64,13 @@ def test_a_bad_value_is_one_line_naming_the_key_and_what_is_allowed(setting, say
     message = str(error.value)
     assert "\n" not in message and message.startswith("params.yaml: ")
     assert says in message
+
+
+def test_the_source_formats_params_allow_are_the_parsers_there_are():
+    from ladder.formats import FORMATS
+    from ladder.params import SOURCE_FORMATS
+
+    assert list(FORMATS) == list(SOURCE_FORMATS)
 
 
 def test_a_missing_key_is_an_error_not_a_default():
