@@ -1,9 +1,11 @@
-"""dpo: preference tuning from the SFT model (TRL DPOTrainer; SimPO and ORPO through TRL's CPO/ORPO trainers).
+"""dpo: preference tuning from the SFT model, by the method `dpo.method` names in ladder/preference.py's table: TRL's
+DPOTrainer (any DPO loss type), SimPO and ORPO through TRL's CPO / ORPO trainers.
 
 Reads   data/scored/dpo.parquet, models/base, models/sft, params `dpo` (method, loss_type, beta, max_prompt_length,
-        max_length, eval_pairs, seed, lora, trainer: passed through to the TRL config).
+        max_length, eval_pairs, seed, simpo_gamma, lora, trainer: passed through to the TRL config).
 Writes  models/dpo (a new LoRA adapter over base + SFT merged, the tokenizer and chat template),
-        metrics/dpo.json (reward accuracy and margin on the eval pairs), dvclive/dpo/, metrics/timings/dpo.json.
+        metrics/dpo.json (the method, pair counts, steps, train loss and the eval figures the method declares: reward
+        accuracy and margin), dvclive/dpo/, metrics/timings/dpo.json.
 
 The SFT adapter is merged into the base in memory (bf16 on a GPU, fp32 on CPU) and a new LoRA adapter is
 trained over it; the reference model is that SFT model (the same weights with the new adapter switched
@@ -23,7 +25,6 @@ from pathlib import Path
 from ladder.stage import stage
 
 log = logging.getLogger("ladder.dpo")
-METHODS = ("dpo", "simpo", "orpo")
 
 
 def load_pairs(path: str | Path, tokenizer, max_prompt_length: int) -> dict:
@@ -47,49 +48,17 @@ def load_pairs(path: str | Path, tokenizer, max_prompt_length: int) -> dict:
     return out
 
 
-def sft_model(base: str | Path, sft: str | Path, hw: dict):
-    """Base with the SFT adapter merged in: the starting point, and the reference, of preference tuning."""
-    from peft import PeftModel
-
-    from ladder.training import load_causal_lm
-
-    return PeftModel.from_pretrained(load_causal_lm(base, hw), sft).merge_and_unload()
-
-
 def trainer_for(params: dict, model, tokenizer, data: dict, hw: dict, callbacks=()):
-    """The TRL trainer for `params['method']`, with a fresh LoRA adapter on `model`."""
+    """The TRL trainer of `params['method']` (the table in ladder/preference.py), with a fresh LoRA adapter on
+    `model`."""
     from peft import LoraConfig
 
-    from ladder.training import compact_fused_head, trainer_arguments
+    from ladder.preference import trainer_for as method_trainer
 
-    method = params["method"]
-    if method not in METHODS:
-        raise ValueError(f"dpo.method must be one of {', '.join(METHODS)}, not {method!r}")
     lora = params["lora"]
     peft_config = LoraConfig(task_type="CAUSAL_LM", r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
                              target_modules=lora["target_modules"], bias=lora.get("bias", "none"))
-    args = trainer_arguments(params["trainer"], "checkpoints/dpo", params["seed"], hw) | {
-        "max_length": params["max_length"], "beta": params["beta"]}
-    if not hw["cuda"]:
-        log.info("fused LM head on labelled positions only: %s", compact_fused_head())
-    if method == "dpo":
-        from trl import DPOConfig, DPOTrainer
-        config, trainer_class = DPOConfig(**args, loss_type=[params["loss_type"]]), DPOTrainer
-    elif method == "simpo":  # SimPO is CPO with the simpo loss and no behaviour-cloning term
-        from trl.experimental.cpo import CPOConfig, CPOTrainer
-        config = CPOConfig(**args, loss_type="simpo", cpo_alpha=0.0, simpo_gamma=params["simpo_gamma"])
-        trainer_class = CPOTrainer
-    else:
-        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
-        config, trainer_class = ORPOConfig(**args), ORPOTrainer
-    return trainer_class(model=model, args=config, train_dataset=data["train"], eval_dataset=data["eval"],
-                         processing_class=tokenizer, peft_config=peft_config, callbacks=list(callbacks))
-
-
-def eval_figures(metrics: dict) -> dict:
-    """The eval metrics every method reports: loss, reward accuracy and margin (chosen over rejected)."""
-    pick = {"eval_loss": "eval_loss", "reward_accuracy": "eval_rewards/accuracies", "reward_margin": "eval_rewards/margins"}
-    return {name: round(float(metrics[key]), 6) for name, key in pick.items() if key in metrics}
+    return method_trainer(params, model, tokenizer, data, hw, peft_config, callbacks)
 
 
 @stage("dpo", hardware=True)
@@ -97,6 +66,7 @@ def main(all_params: dict, hw: dict) -> None:
     from transformers import AutoTokenizer
 
     from ladder.io import atomic_path, write_json
+    from ladder.preference import eval_figures, sft_model
     from ladder.training import (LiveCallback, count_tokens, gathered_state_dict, is_main_process, save_adapter,
                                  split_timings, token_timings)
 
@@ -114,7 +84,7 @@ def main(all_params: dict, hw: dict) -> None:
     trained = token_timings(tokens, seconds, trainer.args.world_size)  # before evaluate() counts its batches too
     figures = {"method": params["method"], "train_pairs": len(data["train"]), "eval_pairs": len(data["eval"]),
                "steps": result.global_step, "train_loss": round(result.training_loss, 6),
-               **eval_figures(trainer.evaluate())}  # every process takes part in evaluation
+               **eval_figures(params["method"], trainer.evaluate())}  # every process takes part in evaluation
     weights = gathered_state_dict(trainer)
     if not is_main_process():
         return

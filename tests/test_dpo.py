@@ -1,4 +1,5 @@
-"""Preference tuning on a tiny model: the reference is the SFT model, prompts fit, weights move as they should."""
+"""Preference tuning on a tiny model: the table of methods builds the trainer and config each declares, the reference
+is the SFT model, prompts fit, weights move as they should."""
 from __future__ import annotations
 
 import pytest
@@ -7,17 +8,21 @@ from datasets import Dataset
 
 from ladder.chat import fit_prompt, render
 from ladder.models import load_bundled_chat_tokenizer, materialize
+from ladder.preference import METHODS, config_for, eval_figures, sft_model, trainer_for
 from ladder.training import hardware
-from stages.dpo import eval_figures, sft_model, trainer_for
 
 PROMPT = [{"role": "system", "content": "You are Aria."}, {"role": "assistant", "content": "Welcome!"},
           {"role": "user", "content": "Tell me about the dragon."}]
 
 
+def pair_rows(n):
+    return [{"prompt": PROMPT[:2] + [{"role": "user", "content": f"Tell me about dragon {i}."}],
+             "chosen": [{"role": "assistant", "content": f"*smiles* Dragon {i} guards the maps."}],
+             "rejected": [{"role": "assistant", "content": f"ok {i}"}]} for i in range(n)]
+
+
 def pairs(n):
-    return Dataset.from_list([{"prompt": PROMPT[:2] + [{"role": "user", "content": f"Tell me about dragon {i}."}],
-                               "chosen": [{"role": "assistant", "content": f"*smiles* Dragon {i} guards the maps."}],
-                               "rejected": [{"role": "assistant", "content": "ok"}]} for i in range(n)])
+    return Dataset.from_list(pair_rows(n))
 
 
 def params(method="dpo", **extra):
@@ -25,6 +30,13 @@ def params(method="dpo", **extra):
             "seed": 0, "lora": {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj"]},
             "trainer": {"max_steps": 3, "per_device_train_batch_size": 2, "per_device_eval_batch_size": 2,
                         "learning_rate": 1e-2, "activation_checkpointing": False}} | extra
+
+
+def lora():
+    """The adapter params() describes (the stage builds it from the `lora` params the same way)."""
+    from peft import LoraConfig
+
+    return LoraConfig(task_type="CAUSAL_LM", r=4, lora_alpha=8, lora_dropout=0.0, target_modules=["q_proj", "v_proj"])
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +84,7 @@ def test_the_reference_is_the_sft_model_not_the_base(models, tmp_path, monkeypat
     sft_logits = logits(start, tokenizer)
     base_logits = logits(AutoModelForCausalLM.from_pretrained(models / "base"), tokenizer)
     assert not torch.allclose(sft_logits, base_logits, atol=1e-4)  # the SFT adapter does change the model
-    trainer = trainer_for(params(), start, tokenizer, {"train": pairs(4), "eval": pairs(2)}, hw)
+    trainer = trainer_for(params(), start, tokenizer, {"train": pairs(4), "eval": pairs(2)}, hw, lora())
     assert getattr(trainer, "ref_model", None) is None  # so TRL's reference is the policy with its adapter off
     trainer.train()
     with trainer.model.disable_adapter():
@@ -86,13 +98,13 @@ def test_dpo_moves_only_the_new_adapter_and_reports_reward_accuracy(models, tmp_
     tokenizer = load_bundled_chat_tokenizer()
     hw = hardware()
     trainer = trainer_for(params(), sft_model(models / "base", models / "sft", hw), tokenizer,
-                          {"train": pairs(4), "eval": pairs(2)}, hw)
+                          {"train": pairs(4), "eval": pairs(2)}, hw, lora())
     before = {n: p.detach().clone() for n, p in trainer.model.named_parameters()}
     trainer.train()
     moved = {n for n, p in trainer.model.named_parameters() if not torch.equal(before[n], p.detach())}
     assert moved and all("lora_" in n for n in moved)  # the SFT-merged weights stay as they were
     assert any("lora_B" in n for n in moved)
-    figures = eval_figures(trainer.evaluate())
+    figures = eval_figures("dpo", trainer.evaluate())
     assert {"eval_loss", "reward_accuracy", "reward_margin"} <= set(figures)
     assert 0.0 <= figures["reward_accuracy"] <= 1.0
 
@@ -106,13 +118,50 @@ def test_reference_free_methods_train(models, tmp_path, monkeypatch, method):
                                                   "per_device_eval_batch_size": 2, "learning_rate": 1e-3,
                                                   "activation_checkpointing": False}),
                           sft_model(models / "base", models / "sft", hw), tokenizer,
-                          {"train": pairs(2), "eval": pairs(2)}, hw)
+                          {"train": pairs(2), "eval": pairs(2)}, hw, lora())
     assert trainer.train().global_step == 1
 
 
 def test_unknown_method_is_named(models):
     with pytest.raises(ValueError, match="kto"):
-        trainer_for(params("kto"), None, None, {}, hardware())
+        trainer_for(params("kto"), None, None, {}, hardware(), None)
+
+
+# what each method's entry must build from params: trainer and config class, and the arguments only it takes
+EXPECTED = {
+    "dpo": ("DPOTrainer", "DPOConfig", {"loss_type": ["ipo"]}),
+    "simpo": ("CPOTrainer", "CPOConfig", {"loss_type": "simpo", "cpo_alpha": 0.0, "simpo_gamma": 0.7}),
+    "orpo": ("ORPOTrainer", "ORPOConfig", {}),
+}
+
+
+def test_every_method_in_the_table_has_a_test():
+    assert set(EXPECTED) == set(METHODS)
+
+
+@pytest.mark.parametrize("name", list(EXPECTED))
+def test_the_table_builds_each_methods_trainer_and_config_from_params(models, tmp_path, monkeypatch, name):
+    monkeypatch.chdir(tmp_path)
+    tokenizer = load_bundled_chat_tokenizer()
+    hw = hardware()
+    given = params(name, loss_type="ipo", simpo_gamma=0.7, beta=0.25)
+    trainer = trainer_for(given, sft_model(models / "base", models / "sft", hw), tokenizer,
+                          {"train": pairs(4), "eval": pairs(2)}, hw, lora())
+    trainer_class, config_class, own = EXPECTED[name]
+    assert type(trainer).__name__ == trainer_class and type(trainer.args).__name__ == config_class
+    assert type(config_for(given, hw)).__name__ == config_class
+    shared = {"beta": 0.25, "max_length": 96, "max_steps": 3, "learning_rate": 1e-2, "seed": 0,
+              "output_dir": "checkpoints/dpo", "report_to": []}
+    assert {k: getattr(trainer.args, k) for k in {**shared, **own}} == {**shared, **own}
+    assert "lora_A" in "".join(n for n, _ in trainer.model.named_parameters())
+    assert len(trainer.train_dataset) == 4
+
+
+def test_eval_figures_pick_each_methods_declared_keys():
+    logged = {"eval_loss": 0.5, "eval_rewards/accuracies": 0.75, "eval_rewards/margins": 0.2, "eval_rewards/chosen": 0.3,
+              "eval_rewards/rejected": 0.1, "eval_kl": 0.05, "eval_logps/chosen": -9.0, "epoch": 1.0}
+    assert eval_figures("dpo", logged) == {"eval_loss": 0.5, "reward_accuracy": 0.75, "reward_margin": 0.2}
+    assert eval_figures("orpo", logged) == eval_figures("simpo", logged) == eval_figures("dpo", logged)
 
 
 def test_the_fused_head_on_a_cpu_scores_labelled_positions_only_and_the_same(monkeypatch):
