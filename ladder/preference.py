@@ -6,8 +6,10 @@ its trainer reads, the eval figures it reports (name in metrics/dpo.json: the ke
 which of them metrics/eval.json carries under the method's name. Adding a method is one entry here and a test in
 tests/test_dpo.py.
 
-The figures differ with the trainer: DPO, CPO (SimPO) and ORPO score each pair and log how often the chosen reply
-out-rewards the rejected one and by how much.
+The figures differ because TRL's trainers log different things: DPO, CPO (SimPO) and ORPO score each pair and log
+how often the chosen reply out-rewards the rejected one and by how much; KTO scores each reply on its own, so it has
+no accuracy, and logs the mean implied reward of the desirable and the undesirable replies, their difference, and
+its estimate of the KL divergence from the reference (trl/trainer/kto_trainer.py, `_compute_loss`).
 
 Nothing heavy is imported at module level: TRL, torch, peft and datasets load when a trainer is built, so a stage's
 `--help` stays instant.
@@ -28,6 +30,31 @@ def paired(dataset):
     return dataset
 
 
+def unpair(rows: list[dict]) -> list[dict]:
+    """Each pair's prompt + chosen reply as a desirable row (label True), its prompt + rejected reply as an
+    undesirable one (label False), in TRL's unpaired conversational format.
+
+    KTO estimates its KL term on each row's prompt with the reply of the row before it in the batch (TRL rotates
+    replies by one within each batch, in dataset order; KTO samples in order). So desirable and undesirable rows
+    alternate, which gives every even-sized batch as many of each and a margin to report, and the undesirable row
+    after pair i's desirable one holds the rejected reply of pair i + max(2, n // 2): with three pairs or more no
+    row's neighbour answers the same prompt, whose reply would make the KL estimate a reward instead."""
+    shift = max(2, len(rows) // 2) % max(len(rows), 1)
+    out = []
+    for i, row in enumerate(rows):
+        other = rows[(i + shift) % len(rows)]
+        out.append({"prompt": row["prompt"], "completion": row["chosen"], "label": True})
+        out.append({"prompt": other["prompt"], "completion": other["rejected"], "label": False})
+    return out
+
+
+def unpaired(dataset):
+    """unpair() on a datasets.Dataset."""
+    from datasets import Dataset
+
+    return Dataset.from_list(unpair(dataset.to_list()))
+
+
 @dataclass(frozen=True)
 class Method:
     config: str                                  # "module:Class" of the TRL config
@@ -36,6 +63,7 @@ class Method:
     rows: Callable[[Any], Any]                   # paired Dataset -> the Dataset its trainer reads
     figures: dict[str, str]                      # name in metrics/dpo.json -> TRL's eval key
     headline: tuple[str, ...]                    # figures metrics/eval.json carries, under the method's name
+    section: str | None = None                   # its own sub-section of the `dpo` params, if it has one
 
 
 PAIRED_FIGURES = {"eval_loss": "eval_loss", "reward_accuracy": "eval_rewards/accuracies",
@@ -50,6 +78,11 @@ METHODS: dict[str, Method] = {
                     paired, PAIRED_FIGURES, ("reward_accuracy", "reward_margin")),
     "orpo": Method("trl.experimental.orpo:ORPOConfig", "trl.experimental.orpo:ORPOTrainer", lambda p: {}, paired,
                    PAIRED_FIGURES, ("reward_accuracy", "reward_margin")),
+    "kto": Method("trl:KTOConfig", "trl:KTOTrainer", lambda p: dict(p["kto"]), unpaired,
+                  {"eval_loss": "eval_loss", "reward_chosen": "eval_rewards/chosen",
+                   "reward_rejected": "eval_rewards/rejected", "reward_margin": "eval_rewards/margins",
+                   "kl": "eval_kl"},
+                  ("reward_margin", "kl"), section="kto"),
 }
 
 
@@ -91,6 +124,13 @@ def trainer_for(params: dict, model, tokenizer, data: dict, hw: dict, peft_confi
 def eval_figures(name: str, metrics: dict) -> dict:
     """The eval figures method `name` declares, from what its trainer's evaluate() returned."""
     return {figure: round(float(metrics[key]), 6) for figure, key in method(name).figures.items() if key in metrics}
+
+
+def logged_params(params: dict) -> dict:
+    """The `dpo` params a run logs to dvclive: the trainer section flattened in, and other methods' own sections
+    left out, so a run's params.yaml holds what it used."""
+    others = {m.section for name, m in METHODS.items() if m.section and name != params["method"]}
+    return {k: v for k, v in params.items() if k != "trainer" and k not in others} | params["trainer"]
 
 
 def sft_model(base: str | Path, sft: str | Path, hw: dict):

@@ -1,17 +1,19 @@
 """dpo: preference tuning from the SFT model, by the method `dpo.method` names in ladder/preference.py's table: TRL's
-DPOTrainer (any DPO loss type), SimPO and ORPO through TRL's CPO / ORPO trainers.
+DPOTrainer (any DPO loss type), SimPO and ORPO through TRL's CPO / ORPO trainers, KTO through KTOTrainer.
 
 Reads   data/scored/dpo.parquet, models/base, models/sft, params `dpo` (method, loss_type, beta, max_prompt_length,
-        max_length, eval_pairs, seed, simpo_gamma, lora, trainer: passed through to the TRL config).
+        max_length, eval_pairs, seed, simpo_gamma, kto, lora, trainer: passed through to the TRL config).
 Writes  models/dpo (a new LoRA adapter over base + SFT merged, the tokenizer and chat template),
         metrics/dpo.json (the method, pair counts, steps, train loss and the eval figures the method declares: reward
-        accuracy and margin), dvclive/dpo/, metrics/timings/dpo.json.
+        accuracy and margin for dpo, simpo and orpo; desirable and undesirable rewards, their margin and the KL
+        estimate for kto), dvclive/dpo/, metrics/timings/dpo.json.
 
 The SFT adapter is merged into the base in memory (bf16 on a GPU, fp32 on CPU) and a new LoRA adapter is
 trained over it; the reference model is that SFT model (the same weights with the new adapter switched
 off), never the bare base. Prompts are rendered with the SFT chat template, so DPO sees what SFT saw, and
 are shortened from the front (whole turns, the system message kept) to `max_prompt_length` tokens.
-`method: dpo` takes TRL's DPO `loss_type` (sigmoid, ipo, hinge, ...); `simpo` and `orpo` need no reference.
+`method: dpo` takes TRL's DPO `loss_type` (sigmoid, ipo, hinge, ...); `simpo` and `orpo` need no reference;
+`kto` trains on the same pairs unpaired: each chosen reply a desirable example, each rejected one an undesirable one.
 
 Usage:
     python -m stages.dpo
@@ -66,7 +68,7 @@ def main(all_params: dict, hw: dict) -> None:
     from transformers import AutoTokenizer
 
     from ladder.io import atomic_path, write_json
-    from ladder.preference import eval_figures, sft_model
+    from ladder.preference import eval_figures, logged_params, sft_model
     from ladder.training import (LiveCallback, count_tokens, gathered_state_dict, is_main_process, save_adapter,
                                  split_timings, token_timings)
 
@@ -75,7 +77,7 @@ def main(all_params: dict, hw: dict) -> None:
     data = load_pairs("data/scored/dpo.parquet", tokenizer, params["max_prompt_length"])
     if params["eval_pairs"] is not None:
         data["eval"] = data["eval"].select(range(min(params["eval_pairs"], len(data["eval"]))))
-    live = LiveCallback("dpo", params={k: v for k, v in params.items() if k != "trainer"} | params["trainer"])
+    live = LiveCallback("dpo", params=logged_params(params))
     trainer = trainer_for(params, sft_model("models/base", "models/sft", hw), tokenizer, data, hw, [live])
     tokens = count_tokens(trainer)
     start = time.perf_counter()
