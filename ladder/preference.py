@@ -126,6 +126,17 @@ def eval_figures(name: str, metrics: dict) -> dict:
     return {figure: round(float(metrics[key]), 6) for figure, key in method(name).figures.items() if key in metrics}
 
 
+def headline(figures: dict, path: str | Path = "metrics/dpo.json") -> tuple[str, dict]:
+    """(the method's name, the figures it declares for metrics/eval.json) from its metrics/dpo.json; a missing one
+    stops the metrics stage with the file's name."""
+    if "method" not in figures:
+        raise KeyError(f"{path}: no method")
+    missing = [name for name in method(figures["method"]).headline if name not in figures]
+    if missing:
+        raise KeyError(f"{path}: no {', '.join(missing)} (method {figures['method']})")
+    return figures["method"], {name: figures[name] for name in method(figures["method"]).headline}
+
+
 def logged_params(params: dict) -> dict:
     """The `dpo` params a run logs to dvclive: the trainer section flattened in, and other methods' own sections
     left out, so a run's params.yaml holds what it used."""

@@ -3,7 +3,8 @@ can be trusted, and gather the headline numbers of every stage into metrics/eval
 `dvc metrics diff`.
 
 Reads   data/generations/{prompts,responses,judgments,identical}.parquet,
-        metrics/{reward,sft,dpo,merge,quantize,judge}.json, params `metrics` (anchor, anchor_rating, bootstrap, seed,
+        metrics/{reward,sft,dpo,merge,quantize,judge}.json (dpo's figures as its method declares them in
+        ladder/preference.py), params `metrics` (anchor, anchor_rating, bootstrap, seed,
         validity thresholds).
 Writes  metrics/eval.json: first `validity` (the verdict, its reasons and every check of ladder/validity.py with its
         threshold), then per model and control: Bradley-Terry Elo with a bootstrap 95% interval over prompts, the
@@ -33,6 +34,7 @@ from ladder.elo import bootstrap_elo, fit_elo, fit_elo_controlled, length_featur
 from ladder.examples import best_generated, review_examples
 from ladder.errors import InputError
 from ladder.io import rounded
+from ladder.preference import headline
 from ladder.validity import (check_agreement, check_control_separation, check_flip_rate, check_identical_pairs,
                              check_length, judgment_rows, length_correlation, verdict)
 from ladder.stage import stage
@@ -41,7 +43,7 @@ log = logging.getLogger("ladder.metrics")
 HEADLINES = {  # metrics file -> {name in eval.json: path of keys in that file}
     "reward": {"eval_accuracy": ("eval", "accuracy"), "eval_roc_auc": ("eval", "roc_auc")},
     "sft": {"eval_loss_base": ("eval_loss_base",), "eval_loss": ("eval_loss",)},
-    "dpo": {"reward_accuracy": ("reward_accuracy",), "reward_margin": ("reward_margin",)},
+    "dpo": None,  # the preference method's own figures, under its name (ladder/preference.py)
     "merge": {"max_abs_logit_difference": ("max_abs_logit_difference",)},
     "judge": {"accuracy_tta": ("accuracy_tta",), "majority_baseline": ("majority_baseline",),
               "position_flip_rate": ("position_flip_rate",)},
@@ -53,6 +55,10 @@ def headlines(folder: Path) -> dict:
     out = {}
     for producer, figures in HEADLINES.items():
         data = json.loads((folder / f"{producer}.json").read_text())
+        if figures is None:
+            method, values = headline(data, folder / f"{producer}.json")
+            out[method] = values
+            continue
         for name, keys in figures.items():
             value = data
             for key in keys:

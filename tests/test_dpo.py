@@ -11,7 +11,7 @@ from datasets import Dataset
 from ladder.chat import fit_prompt, render
 from ladder.models import load_bundled_chat_tokenizer, materialize
 from ladder.params import PREFERENCE_METHODS
-from ladder.preference import (METHODS, config_for, eval_figures, logged_params, sft_model, trainer_for,
+from ladder.preference import (METHODS, config_for, eval_figures, headline, logged_params, sft_model, trainer_for,
                                unpair)
 from ladder.training import hardware
 
@@ -201,15 +201,27 @@ def test_kto_trains_and_reports_the_figures_it_declares(models, tmp_path, monkey
     # difference of the mean rewards
     assert figures["reward_margin"] == pytest.approx(figures["reward_chosen"] - figures["reward_rejected"], abs=1e-5)
     assert figures["reward_chosen"] != 0.0  # the trained adapter moved the policy away from its reference
+    name, shown = headline({"method": "kto", "train_pairs": 4, **figures})
+    assert name == "kto" and shown == {"reward_margin": figures["reward_margin"], "kl": figures["kl"]}
 
 
 def test_eval_figures_pick_each_methods_declared_keys():
-    logged = {"eval_loss": 0.5, "eval_rewards/accuracies": 0.75, "eval_rewards/margins": 0.2, "eval_rewards/chosen": 0.3,
-              "eval_rewards/rejected": 0.1, "eval_kl": 0.05, "eval_logps/chosen": -9.0, "epoch": 1.0}
+    logged = {"eval_loss": 0.5, "eval_rewards/accuracies": 0.75, "eval_rewards/margins": 0.2,
+              "eval_rewards/chosen": 0.3, "eval_rewards/rejected": 0.1, "eval_kl": 0.05, "eval_logps/chosen": -9.0,
+              "epoch": 1.0}
     assert eval_figures("dpo", logged) == {"eval_loss": 0.5, "reward_accuracy": 0.75, "reward_margin": 0.2}
     assert eval_figures("orpo", logged) == eval_figures("simpo", logged) == eval_figures("dpo", logged)
     assert eval_figures("kto", logged) == {"eval_loss": 0.5, "reward_chosen": 0.3, "reward_rejected": 0.1,
                                            "reward_margin": 0.2, "kl": 0.05}
+
+
+def test_headline_is_named_after_the_method_and_names_what_is_missing():
+    dpo = {"method": "dpo", "train_pairs": 8, "eval_loss": 0.5, "reward_accuracy": 0.875, "reward_margin": 0.4}
+    assert headline(dpo) == ("dpo", {"reward_accuracy": 0.875, "reward_margin": 0.4})
+    with pytest.raises(KeyError, match=r"m/dpo.json: no kl \(method kto\)"):
+        headline({"method": "kto", "reward_margin": 0.1}, "m/dpo.json")
+    with pytest.raises(KeyError, match="no method"):
+        headline({"reward_accuracy": 0.5}, "m/dpo.json")
 
 
 def test_a_run_logs_its_own_methods_params_only():
