@@ -196,7 +196,7 @@ def test_kto_trains_and_reports_the_figures_it_declares(models, tmp_path, monkey
     figures = eval_figures("kto", trainer.evaluate())
     assert set(figures) == set(METHODS["kto"].figures) == {"eval_loss", "reward_chosen", "reward_rejected",
                                                            "reward_margin", "kl"}
-    assert all(math.isfinite(v) for v in figures.values()) and figures["kl"] >= 0
+    assert all(math.isfinite(v) for v in figures.values())
     # every eval batch holds a desirable and an undesirable row, so the margin TRL averages over batches is the
     # difference of the mean rewards
     assert figures["reward_margin"] == pytest.approx(figures["reward_chosen"] - figures["reward_rejected"], abs=1e-5)
