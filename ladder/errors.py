@@ -5,5 +5,6 @@ names the file, column or param and what is wrong. Anything else is a bug and ke
 """
 
 
-class InputError(Exception):
-    """A missing file or column, or a bad param: the message is the whole story."""
+class InputError(ValueError):
+    """A missing file or column, or a bad param: the message is the whole story. A ValueError, so callers that
+    take any bad value (and tests) catch it as one."""

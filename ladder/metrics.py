@@ -1,6 +1,5 @@
 """The figures the stages report about their models: the reward model's binary classification figures, the judge's
-eval figures (overall, per table, calibration and confusion rows for the plots), and the headline figures of every
-stage that metrics/eval.json gathers for a reviewer.
+eval figures (overall, per table, calibration and confusion rows for the plots).
 
 scikit-learn computes what it has (precision, recall, F1, ROC AUC, log loss, the calibration curve); the rest is the
 ladder's own bookkeeping around it. tests/test_metrics.py checks these against the hand-written formulas they
@@ -8,9 +7,7 @@ replaced, ties in the scores and a single class included.
 """
 from __future__ import annotations
 
-import json
 import warnings
-from pathlib import Path
 
 from ladder.validity import order_figures, score_orders
 
@@ -124,32 +121,3 @@ def evaluate_judge(scored: dict[str, dict], rows: list[dict], labels: list[str],
     confusion = [{"actual": labels[t], "predicted": labels[p]} for t, p in zip(truth, predicted)]
     return metrics, {"calibration": curve, "confusion": confusion}
 
-
-# ------------------------------------------------------------------------------------------------ eval.json
-
-HEADLINES = {  # metrics file -> {name in eval.json: path of keys in that file}
-    "reward": {"eval_accuracy": ("eval", "accuracy"), "eval_roc_auc": ("eval", "roc_auc")},
-    "sft": {"eval_loss_base": ("eval_loss_base",), "eval_loss": ("eval_loss",)},
-    "dpo": {"reward_accuracy": ("reward_accuracy",), "reward_margin": ("reward_margin",)},
-    "merge": {"max_abs_logit_difference": ("max_abs_logit_difference",)},
-    "judge": {"accuracy_tta": ("accuracy_tta",), "majority_baseline": ("majority_baseline",),
-              "position_flip_rate": ("position_flip_rate",)},
-}
-
-
-def headlines(folder: Path) -> dict:
-    """The figures of earlier stages a reviewer wants beside the ladder (a missing file or key stops the stage)."""
-    out = {}
-    for stage, figures in HEADLINES.items():
-        data = json.loads((folder / f"{stage}.json").read_text())
-        for name, keys in figures.items():
-            value = data
-            for key in keys:
-                if not isinstance(value, dict) or key not in value:
-                    raise KeyError(f"{folder / f'{stage}.json'}: no {'.'.join(keys)}")
-                value = value[key]
-            out.setdefault(stage, {})[name] = value
-    quantize = json.loads((folder / "quantize.json").read_text())["formats"]
-    out["quantize"] = {name: {"kl_mean": f["kl_mean"], "top1_agreement": f["top1_agreement"],
-                              "size_ratio_16bit": f["size_ratio_16bit"]} for name, f in quantize.items()}
-    return out

@@ -26,7 +26,8 @@ SOURCE_FORMATS = ("chai_feedback", "chai_prize_flat", "chatml_conversation", "me
                   "zephyr_text", "chai_dpo", "arena_wsdm", "arena_lmsys")
 CPU_BF16_CHOICES = ("auto", "on", "off")
 OBJECTIVES = ("regression", "classification")          # the reward model's loss
-PREFERENCE_METHODS = ("dpo", "simpo", "orpo")
+PREFERENCE_METHODS = ("dpo", "simpo", "orpo", "kto")  # each an entry of ladder/preference.py's table
+KTO_LOSS_TYPES = ("kto", "apo_zero_unpaired")       # what TRL's KTOTrainer computes
 DTYPES = ("float16", "bfloat16", "float32")
 PARITY_DTYPES = ("float64", "float32")                 # merge's check: float64 measures the merge, not rounding
 BNB_METHODS = ("int8", "nf4")
@@ -175,6 +176,12 @@ class Sft(Section):
         return value
 
 
+class Kto(Section):
+    loss_type: Literal[KTO_LOSS_TYPES]
+    desirable_weight: Annotated[Real, Field(gt=0)]
+    undesirable_weight: Annotated[Real, Field(gt=0)]
+
+
 class Dpo(Section):
     method: Literal[PREFERENCE_METHODS]
     loss_type: str  # TRL's DPOConfig checks it against its own list
@@ -182,6 +189,7 @@ class Dpo(Section):
     launcher: Launcher
     accelerate_config: str
     simpo_gamma: Real
+    kto: Kto
     cpu_bf16: CpuBf16
     max_prompt_length: Positive
     max_length: Positive

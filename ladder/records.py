@@ -8,6 +8,8 @@ from __future__ import annotations
 import polars as pl
 import xxhash
 
+from ladder.errors import InputError
+
 ROLES = ("system", "user", "assistant")
 MESSAGE = pl.Struct({"role": pl.String, "content": pl.String})
 MESSAGES = pl.List(MESSAGE)
@@ -27,12 +29,12 @@ WINNERS = ("model_a", "model_b", "tie")
 
 
 def require_columns(df: pl.DataFrame, columns, where: str | None = None) -> None:
-    """Stop with a ValueError naming the columns of `columns` that `df` lacks, and `where` it was read from."""
+    """Stop with an InputError (a ValueError) naming the columns of `columns` that `df` lacks, and `where` it was read from."""
     missing = [c for c in columns if c not in df.columns]
     if missing:
         names = ", ".join(repr(c) for c in missing)
         what = f"column {names} is missing" if len(missing) == 1 else f"columns {names} are missing"
-        raise ValueError(f"{where}: {what}" if where else what)
+        raise InputError(f"{where}: {what}" if where else what)
 
 
 def _key(parts: tuple) -> bytes:

@@ -13,7 +13,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import polars as pl
 import pyarrow as pa

@@ -1,15 +1,19 @@
-"""dpo: preference tuning from the SFT model (TRL DPOTrainer; SimPO and ORPO through TRL's CPO/ORPO trainers).
+"""dpo: preference tuning from the SFT model, by the method `dpo.method` names in ladder/preference.py's table: TRL's
+DPOTrainer (any DPO loss type), SimPO and ORPO through TRL's CPO / ORPO trainers, KTO through KTOTrainer.
 
 Reads   data/scored/dpo.parquet, models/base, models/sft, params `dpo` (method, loss_type, beta, max_prompt_length,
-        max_length, eval_pairs, seed, lora, trainer: passed through to the TRL config).
+        max_length, eval_pairs, seed, simpo_gamma, kto, lora, trainer: passed through to the TRL config).
 Writes  models/dpo (a new LoRA adapter over base + SFT merged, the tokenizer and chat template),
-        metrics/dpo.json (reward accuracy and margin on the eval pairs), dvclive/dpo/, metrics/timings/dpo.json.
+        metrics/dpo.json (the method, pair counts, steps, train loss and the eval figures the method declares: reward
+        accuracy and margin for dpo, simpo and orpo; desirable and undesirable rewards, their margin and the KL
+        estimate for kto), dvclive/dpo/, metrics/timings/dpo.json.
 
 The SFT adapter is merged into the base in memory (bf16 on a GPU, fp32 on CPU) and a new LoRA adapter is
 trained over it; the reference model is that SFT model (the same weights with the new adapter switched
 off), never the bare base. Prompts are rendered with the SFT chat template, so DPO sees what SFT saw, and
 are shortened from the front (whole turns, the system message kept) to `max_prompt_length` tokens.
-`method: dpo` takes TRL's DPO `loss_type` (sigmoid, ipo, hinge, ...); `simpo` and `orpo` need no reference.
+`method: dpo` takes TRL's DPO `loss_type` (sigmoid, ipo, hinge, ...); `simpo` and `orpo` need no reference;
+`kto` trains on the same pairs unpaired: each chosen reply a desirable example, each rejected one an undesirable one.
 
 Usage:
     python -m stages.dpo
@@ -24,7 +28,6 @@ from ladder.stage import stage
 from ladder.training import stage_hardware
 
 log = logging.getLogger("ladder.dpo")
-METHODS = ("dpo", "simpo", "orpo")
 
 
 def load_pairs(path: str | Path, tokenizer, max_prompt_length: int) -> dict:
@@ -48,55 +51,26 @@ def load_pairs(path: str | Path, tokenizer, max_prompt_length: int) -> dict:
     return out
 
 
-def trainer_for(params: dict, model, tokenizer, data: dict, hw: dict, callbacks=()):
-    """The TRL trainer for `params['method']`, with a fresh LoRA adapter on `model`."""
-    from ladder.training import compact_fused_head, lora_config, trainer_arguments
-
-    method = params["method"]
-    if method not in METHODS:
-        raise ValueError(f"dpo.method must be one of {', '.join(METHODS)}, not {method!r}")
-    peft_config = lora_config(params["lora"], "CAUSAL_LM")
-    args = trainer_arguments(params["trainer"], "checkpoints/dpo", params["seed"], hw) | {
-        "max_length": params["max_length"], "beta": params["beta"]}
-    if not hw["cuda"]:
-        log.info("fused LM head on labelled positions only: %s", compact_fused_head())
-    if method == "dpo":
-        from trl import DPOConfig, DPOTrainer
-        config, trainer_class = DPOConfig(**args, loss_type=[params["loss_type"]]), DPOTrainer
-    elif method == "simpo":  # SimPO is CPO with the simpo loss and no behaviour-cloning term
-        from trl.experimental.cpo import CPOConfig, CPOTrainer
-        config = CPOConfig(**args, loss_type="simpo", cpo_alpha=0.0, simpo_gamma=params["simpo_gamma"])
-        trainer_class = CPOTrainer
-    else:
-        from trl.experimental.orpo import ORPOConfig, ORPOTrainer
-        config, trainer_class = ORPOConfig(**args), ORPOTrainer
-    return trainer_class(model=model, args=config, train_dataset=data["train"], eval_dataset=data["eval"],
-                         processing_class=tokenizer, peft_config=peft_config, callbacks=list(callbacks))
-
-
-def eval_figures(metrics: dict) -> dict:
-    """The eval metrics every method reports: loss, reward accuracy and margin (chosen over rejected)."""
-    pick = {"eval_loss": "eval_loss", "reward_accuracy": "eval_rewards/accuracies", "reward_margin": "eval_rewards/margins"}
-    return {name: round(float(metrics[key]), 6) for name, key in pick.items() if key in metrics}
-
-
 @stage("dpo", hardware=stage_hardware)
 def main(all_params: dict, hw: dict) -> None:
     from transformers import AutoTokenizer
 
     from ladder.io import atomic_path, write_json
     from ladder.merging import sft_merged
-    from ladder.training import (LiveCallback, causal_lm_settings, count_tokens, gathered_state_dict, is_main_process,
-                                 save_adapter, split_timings, token_timings)
+    from ladder.preference import config_class, eval_figures, logged_params, trainer_for
+    from ladder.training import (LiveCallback, causal_lm_settings, check_trainer_keys, count_tokens,
+                                 gathered_state_dict, is_main_process, lora_config, save_adapter, split_timings,
+                                 token_timings)
 
     params = all_params["dpo"]
+    check_trainer_keys(params["trainer"], config_class(params["method"]), "dpo")
     tokenizer = AutoTokenizer.from_pretrained("models/sft")  # carries the chat template SFT trained with
     data = load_pairs("data/scored/dpo.parquet", tokenizer, params["max_prompt_length"])
     if params["eval_pairs"] is not None:
         data["eval"] = data["eval"].select(range(min(params["eval_pairs"], len(data["eval"]))))
-    live = LiveCallback("dpo", params={k: v for k, v in params.items() if k != "trainer"} | params["trainer"])
+    live = LiveCallback("dpo", params=logged_params(params))
     start = sft_merged("models/base", "models/sft", **causal_lm_settings(hw))  # the reference too: see the docstring
-    trainer = trainer_for(params, start, tokenizer, data, hw, [live])
+    trainer = trainer_for(params, start, tokenizer, data, hw, lora_config(params["lora"], "CAUSAL_LM"), [live])
     tokens = count_tokens(trainer)
     start = time.perf_counter()
     result = trainer.train()
@@ -104,7 +78,7 @@ def main(all_params: dict, hw: dict) -> None:
     trained = token_timings(tokens, seconds, trainer.args.world_size)  # before evaluate() counts its batches too
     figures = {"method": params["method"], "train_pairs": len(data["train"]), "eval_pairs": len(data["eval"]),
                "steps": result.global_step, "train_loss": round(result.training_loss, 6),
-               **eval_figures(trainer.evaluate())}  # every process takes part in evaluation
+               **eval_figures(params["method"], trainer.evaluate())}  # every process takes part in evaluation
     weights = gathered_state_dict(trainer)
     if not is_main_process():
         return

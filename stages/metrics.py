@@ -3,7 +3,8 @@ can be trusted, and gather the headline numbers of every stage into metrics/eval
 `dvc metrics diff`.
 
 Reads   data/generations/{prompts,responses,judgments,identical}.parquet,
-        metrics/{reward,sft,dpo,merge,quantize,judge}.json, params `metrics` (anchor, anchor_rating, bootstrap, seed,
+        metrics/{reward,sft,dpo,merge,quantize,judge}.json (dpo's figures as its method declares them in
+        ladder/preference.py), params `metrics` (anchor, anchor_rating, bootstrap, seed,
         validity thresholds).
 Writes  metrics/eval.json: first `validity` (the verdict, its reasons and every check of ladder/validity.py with its
         threshold), then per model and control: Bradley-Terry Elo with a bootstrap 95% interval over prompts, the
@@ -32,7 +33,7 @@ from ladder.elo import bootstrap_elo, fit_elo, fit_elo_controlled, length_featur
 from ladder.examples import best_generated, review_examples
 from ladder.errors import InputError
 from ladder.io import rounded
-from ladder.metrics import headlines
+from ladder.headlines import headlines
 from ladder.validity import (check_agreement, check_control_separation, check_flip_rate, check_identical_pairs,
                              check_length, judgment_rows, length_correlation, verdict)
 from ladder.stage import stage

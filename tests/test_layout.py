@@ -106,14 +106,10 @@ def stage_imports(path: Path) -> list[str]:
     return found
 
 
-# stages/dpo.py's trainer table moves to ladder/preference.py in its own change (issue 16)
-NOT_YET_MOVED = {"stages.dpo.trainer_for", "stages.dpo.eval_figures"}
-
-
 @pytest.mark.parametrize("path", sorted([*(ROOT / "tests").rglob("*.py"), *(ROOT / "benchmarks").glob("*.py")]),
                          ids=lambda p: str(p.relative_to(ROOT)))
 def test_tests_and_benchmarks_take_shared_logic_from_ladder(path):
-    wrong = [name for name in stage_imports(path) if not name.endswith(".main") and name not in NOT_YET_MOVED]
+    wrong = [name for name in stage_imports(path) if not name.endswith(".main")]
     assert not wrong, f"{path.relative_to(ROOT)} imports {wrong} from stages/: move it to ladder/"
 
 

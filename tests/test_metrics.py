@@ -6,8 +6,10 @@ import math
 
 import pytest
 
+from ladder.errors import InputError
 from ladder.elo import ELO_SCALE, bootstrap_elo, fit_elo, win_matrix
-from ladder.metrics import binary_metrics, calibration, evaluate_judge, headlines, log_loss, roc_auc
+from ladder.headlines import headlines
+from ladder.metrics import binary_metrics, calibration, evaluate_judge, log_loss, roc_auc
 from ladder.validity import agreement, judgment_rows, position_bias
 
 TRUE = {"base": 1000.0, "sft": 1100.0, "merged": 1150.0, "int8": 1140.0, "gguf-q8_0": 900.0}
@@ -247,7 +249,7 @@ def test_a_three_label_judgment_without_per_order_ties_is_refused():
 def test_headlines_name_a_missing_figure(tmp_path):
     for stage in ("reward", "sft", "dpo", "merge", "judge"):
         (tmp_path / f"{stage}.json").write_text("{}")
-    with pytest.raises(KeyError, match="reward.json"):
+    with pytest.raises(InputError, match="reward.json"):
         headlines(tmp_path)
 
 

@@ -32,6 +32,7 @@ BAD = [
     ("dpo.method=kto2", "dpo.method = 'kto2': Input should be"),
     ("dpo.max_prompt_length=512", "dpo: max_prompt_length (512) must be below max_length (256)"),
     ("dpo.launcher=torchrun", "dpo.launcher = 'torchrun': Input should be 'python' or 'accelerate'"),
+    ("dpo.kto.loss_type=sigmoid", "dpo.kto.loss_type = 'sigmoid': Input should be 'kto' or 'apo_zero_unpaired'"),
     ("merge.dtype=float8", "merge.dtype = 'float8': Input should be 'float16', 'bfloat16' or 'float32'"),
     ("merge.parity_dtype=float16", "merge.parity_dtype = 'float16': Input should be 'float64' or 'float32'"),
     ("quantize.formats=[int8, int4]", "quantize.formats.1 = 'int4': Input should be 'int8', 'nf4' or 'gguf'"),

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 import torch
 
-from ladder.models import load_bundled_encoder_tokenizer, materialize, tiny_model
+from ladder.models import load_bundled_encoder_tokenizer, materialize
 from ladder.reward_model import OBJECTIVE_FILE, Scorer, left_truncating, render, score_texts
 from ladder.training import hardware
 from ladder.metrics import binary_metrics, roc_auc

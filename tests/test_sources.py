@@ -11,7 +11,7 @@ import polars as pl
 import pytest
 
 from ladder.io import atomic_path
-from ladder.params import load_params, read_yaml
+from ladder.params import read_yaml
 from ladder.sources import hf_token, read_file, read_raw, read_source, split_files, write_raw
 from ladder.cleaning import clean
 

@@ -299,7 +299,8 @@ def test_examples_are_chosen_by_the_seed_and_show_base_best_and_reference():
 
 METRICS_FILES = {"reward": {"eval": {"accuracy": 0.6, "roc_auc": 0.6}},
                  "sft": {"eval_loss_base": 2.0, "eval_loss": 1.9},
-                 "dpo": {"reward_accuracy": 0.6, "reward_margin": 0.1}, "merge": {"max_abs_logit_difference": 0.0},
+                 "dpo": {"method": "dpo", "reward_accuracy": 0.6, "reward_margin": 0.1},
+                 "merge": {"max_abs_logit_difference": 0.0},
                  "judge": {"accuracy_tta": 0.5, "majority_baseline": 0.5, "position_flip_rate": 0.5},
                  "quantize": {"formats": {}}}
 SOURCES = ("chai", "anime", "gpt_realm")
