@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib.util
 
+from ladder import paths
 from ladder.params import CHAT_MODELS
 
 VLLM_MODELS = ("base", "merged", "gguf-f16", "gguf-q8_0")
@@ -37,12 +38,12 @@ def load_chat_model(name: str, hw: dict):
     dtype = torch_dtype(hw["bf16"])
     device = device_name(hw["cuda"])
     if name in ("base", "merged"):
-        path = f"models/{name}"
+        path = {"base": paths.BASE, "merged": paths.MERGED}[name]
         return AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(device).eval(), AutoTokenizer.from_pretrained(path)
     if name == "sft":
-        model = sft_merged("models/base", "models/sft", dtype=dtype)
-        return model.to(device).eval(), AutoTokenizer.from_pretrained("models/sft")
-    return load_quantized("models/quantized", name, dtype=compute_dtype(hw["bf16"]), cuda=hw["cuda"])
+        model = sft_merged(paths.BASE, paths.SFT, dtype=dtype)
+        return model.to(device).eval(), AutoTokenizer.from_pretrained(paths.SFT)
+    return load_quantized(paths.QUANTIZED, name, dtype=compute_dtype(hw["bf16"]), cuda=hw["cuda"])
 
 
 def vllm_replies(name: str, prompts: list[list[dict]], n: int, sampling: dict, seed: int) -> list[list[str]]:
@@ -50,11 +51,11 @@ def vllm_replies(name: str, prompts: list[list[dict]], n: int, sampling: dict, s
     from vllm import LLM, SamplingParams
 
     from ladder.generation import cut_at_stop
+    from ladder.quantization import GGUF_PREFIX, weight_files
 
-    path = "models/merged" if name == "merged" else "models/base"
-    kwargs = {"model": path}
-    if name.startswith("gguf-"):
-        kwargs = {"model": f"models/quantized/gguf/model-{name.removeprefix('gguf-')}.gguf", "tokenizer": "models/merged"}
+    kwargs = {"model": str(paths.MERGED if name == "merged" else paths.BASE)}
+    if name.startswith(GGUF_PREFIX):
+        kwargs = {"model": str(weight_files(paths.QUANTIZED, name)[0]), "tokenizer": str(paths.MERGED)}
     llm = LLM(seed=seed, max_model_len=sampling["max_input_tokens"] + sampling["max_new_tokens"], **kwargs)
     stop = list(sampling.get("stop") or [])
     params = SamplingParams(n=n, temperature=sampling["temperature"], top_p=sampling["top_p"], top_k=sampling["top_k"],

@@ -9,6 +9,7 @@ from collections import Counter
 
 import polars as pl
 
+from ladder import paths
 from ladder.records import SCHEMAS, TABLES, unit_interval
 
 
@@ -131,7 +132,7 @@ def clean(raw: dict[str, tuple[str, pl.DataFrame]], p: dict) -> tuple[dict[str, 
     parsed, timings, extra = {}, {}, Counter()
     for source, (fmt, df) in raw.items():
         start = time.perf_counter()
-        parsed[source] = parse_source(df, source, fmt, p, file=f"data/raw/{source}.parquet")
+        parsed[source] = parse_source(df, source, fmt, p, file=str(paths.RAW / f"{source}.parquet"))
         timings[source] = {"rows": df.height, "seconds": round(time.perf_counter() - start, 3)}
         extra.update({f"{source}: {k}": v for k, v in parsed[source].dropped.items()})
     tables = {t: pl.concat([parsed[s].tables[t] for s in raw] or [pl.DataFrame(schema=SCHEMAS[t])]) for t in TABLES}

@@ -24,6 +24,7 @@ import functools
 import json
 from pathlib import Path
 
+from ladder import paths
 from ladder.params import JUDGE_HEADS as HEADS
 
 CONFIG_FILE, HEAD_FILE = "judge.json", "head.safetensors"
@@ -276,8 +277,8 @@ def train(model, tokenizer, pairs: list[tuple], params: dict, hw: dict):
     live = LiveCallback("classifier", params={k: params.get(k) for k in (*SETTINGS, "preference_share", "swap_augment",
                                                                          "identical_pairs", "identical_label", "seed", "cpu_bf16",
                                                                          "trainer")})
-    args = TrainingArguments(**trainer_arguments(params["trainer"], "checkpoints/classifier", params["seed"], hw,
-                                                 optim_gpu="adamw_8bit"))
+    args = TrainingArguments(**trainer_arguments(params["trainer"], str(paths.CHECKPOINTS / "classifier"), params["seed"],
+                                                 hw, optim_gpu="adamw_8bit"))
     trainer = Trainer(model=model, args=args, train_dataset=data, data_collator=lambda rows: pad_batch(tokenizer, rows),
                       callbacks=[live])
     tokens = count_tokens(trainer)
@@ -382,7 +383,7 @@ def checked_backbone(folder: str | Path, expected: dict) -> Path:
     return Path(folder)
 
 
-def load_judge(path: str | Path, backbone_folder: str | Path = "models/judge_base", cuda: bool = False,
+def load_judge(path: str | Path, backbone_folder: str | Path = paths.JUDGE_BASE, cuda: bool = False,
                bf16: bool = False) -> Judge:
     """A judge saved by the classifier stage. With LoRA its backbone is read from `backbone_folder`, which must
     hold the model (id and revision) the judge's settings name."""

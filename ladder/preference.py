@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+from ladder import paths
 from ladder.errors import InputError
 
 log = logging.getLogger("ladder.dpo")
@@ -110,7 +111,7 @@ def config_for(params: dict, hw: dict):
     from ladder.training import trainer_arguments
 
     entry = method(params["method"])
-    args = trainer_arguments(params["trainer"], "checkpoints/dpo", params["seed"], hw) | {
+    args = trainer_arguments(params["trainer"], str(paths.CHECKPOINTS / "dpo"), params["seed"], hw) | {
         "max_length": params["max_length"], "beta": params["beta"]}
     return config_class(params["method"])(**args, **entry.options(params))
 
@@ -133,7 +134,7 @@ def eval_figures(name: str, metrics: dict) -> dict:
     return {figure: round(float(metrics[key]), 6) for figure, key in method(name).figures.items() if key in metrics}
 
 
-def headline(figures: dict, path: str | Path = "metrics/dpo.json") -> tuple[str, dict]:
+def headline(figures: dict, path: str | Path = paths.metrics_file("dpo")) -> tuple[str, dict]:
     """(the method's name, the figures it declares for metrics/eval.json) from its metrics/dpo.json; a missing one
     stops the metrics stage with the file's name."""
     if "method" not in figures:

@@ -25,11 +25,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from ladder import paths
 from ladder.params import read_yaml
 
-EVAL = "metrics/eval.json"
-EXAMPLES = "reports/examples.json"
-TIMINGS = "metrics/timings/"
+EVAL = str(paths.metrics_file("eval"))
+EXAMPLES = str(paths.EXAMPLES)
+TIMINGS = f"{paths.TIMINGS}/"
 CELL_CHARS = 600        # a reply or turn longer than this is cut: the comment stays readable (GitHub caps 65536)
 
 

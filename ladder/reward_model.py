@@ -12,6 +12,7 @@ import json
 import time
 from pathlib import Path
 
+from ladder import paths
 from ladder.params import OBJECTIVES
 
 OBJECTIVE_FILE = "reward_objective.json"
@@ -89,7 +90,7 @@ def train(model, tokenizer, texts: list[str], labels: list[float], params: dict,
     data = data.map(lambda b: tokenizer(b["text"], truncation=True, max_length=params["max_length"]),
                     batched=True, remove_columns=["text"])
     live = LiveCallback("reward", params={k: params.get(k) for k in TRAINING_KEYS})
-    args = TrainingArguments(**trainer_arguments(params["trainer"], "checkpoints/reward", params["seed"], hw))
+    args = TrainingArguments(**trainer_arguments(params["trainer"], str(paths.CHECKPOINTS / "reward"), params["seed"], hw))
     trainer = Trainer(model=model, args=args, train_dataset=data, processing_class=tokenizer,
                       data_collator=DataCollatorWithPadding(tokenizer), callbacks=[live])
     tokens = count_tokens(trainer)

@@ -11,8 +11,10 @@ import shutil
 import time
 from pathlib import Path
 
+from ladder import paths
+
 log = logging.getLogger("ladder.sft")
-CHECKPOINTS = Path("checkpoints/sft")
+CHECKPOINTS = paths.CHECKPOINTS / "sft"
 
 
 def load_conversations(path: str | Path) -> dict[str, list[list[dict]]]:

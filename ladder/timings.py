@@ -18,7 +18,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-TIMINGS = "metrics/timings"
+from ladder import paths
+
+TIMINGS = str(paths.TIMINGS)
 
 
 def flatten(value, prefix: str = "") -> dict:

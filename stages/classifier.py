@@ -30,6 +30,7 @@ from __future__ import annotations
 import logging
 import time
 
+from ladder import paths
 from ladder.errors import InputError
 from ladder.judge import SETTINGS, train
 from ladder.judge_data import load_rows, training_pairs
@@ -50,7 +51,7 @@ def main(all_params: dict, hw: dict) -> None:
     params = all_params["classifier"]
     check_trainer_keys(params["trainer"], TrainingArguments, "classifier")
     try:
-        data, ties_dropped = load_rows("data/clean/arena.parquet", "data/clean/preferences.parquet", params["ties"],
+        data, ties_dropped = load_rows(paths.ARENA, paths.PREFERENCES, params["ties"],
                                        params["preference_share"], params["rejected_ties"])
     except ValueError as error:  # a column missing from the clean tables
         raise InputError(str(error)) from None
@@ -59,21 +60,21 @@ def main(all_params: dict, hw: dict) -> None:
     try:
         pairs = training_pairs(data["train"], labels, params["swap_augment"], params["identical_pairs"],
                                params["identical_label"])
-        model = build_judge("models/judge_base", len(labels), params["head_dropout"], params["quantization"],
+        model = build_judge(paths.JUDGE_BASE, len(labels), params["head_dropout"], params["quantization"],
                             params["lora"], params["seed"], hw["cuda"], hw["bf16"], params["head"])
     except ValueError as error:  # a backbone bitsandbytes cannot take: one line, no traceback
         raise InputError(str(error)) from None
-    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained("models/judge_base"), is_decoder(model.backbone.config))
+    tokenizer = prepare_tokenizer(AutoTokenizer.from_pretrained(paths.JUDGE_BASE), is_decoder(model.backbone.config))
     figures = train(model, tokenizer, pairs, params, hw)
     train_seconds = time.perf_counter() - start
     if not is_main_process():
         return
     # The backbone by what it is (id, revision), not by where it lies: load_judge checks the folder it is given.
-    settings = {"backbone": read_identity("models/judge_base"), "labels": labels,
+    settings = {"backbone": read_identity(paths.JUDGE_BASE), "labels": labels,
                 **{k: params[k] for k in SETTINGS}, "head": model.kind}
-    with atomic_path("models/judge") as tmp:
+    with atomic_path(paths.JUDGE) as tmp:
         save_judge(model, tokenizer, settings, tmp)
-    judge = load_judge("models/judge", "models/judge_base", hw["cuda"], hw["bf16"])  # measure what was saved, as inference loads it
+    judge = load_judge(paths.JUDGE, paths.JUDGE_BASE, hw["cuda"], hw["bf16"])  # measure what was saved, as inference loads it
     start = time.perf_counter()
     scored = judge.score(data["eval"], batch_size=params["eval_batch_size"])
     pairs_per_second = len(scored) / max(time.perf_counter() - start, 1e-9)
@@ -85,11 +86,11 @@ def main(all_params: dict, hw: dict) -> None:
                         "preference_ties_dropped": ties_dropped,
                         "train_rejected_ties": sum(r["table"] == "preferences" and r["winner"] == "tie" for r in data["train"]),
                         "train_loss": stable["train_loss"]}),
-               "metrics/judge.json")
+               paths.metrics_file("judge"))
     for name, rows in plots.items():
-        write_json(rounded(rows), f"plots/judge/{name}.json")
+        write_json(rounded(rows), paths.PLOTS / "judge" / f"{name}.json")
     write_json({"processes": stable["processes"], "train_seconds": round(train_seconds, 2), "eval_pairs_per_second": round(pairs_per_second, 1),
-                **stable["tokens"], **{k: round(v, 3) for k, v in timings.items()}}, "metrics/timings/classifier.json")
+                **stable["tokens"], **{k: round(v, 3) for k, v in timings.items()}}, paths.timings_file("classifier"))
     log.info("eval: %s", {k: v for k, v in rounded(metrics).items() if k != "accuracy_by_language"})
 
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import click
 
+from ladder import paths
 from ladder.cleaning import clean
 from ladder.stage import stage
 
@@ -26,8 +27,8 @@ log = logging.getLogger("ladder.clean")
 
 
 @stage("clean")
-@click.option("--raw-dir", default="data/raw", show_default=True)
-@click.option("--out-dir", default="data/clean", show_default=True)
+@click.option("--raw-dir", default=str(paths.RAW), show_default=True)
+@click.option("--out-dir", default=str(paths.CLEAN), show_default=True)
 def main(params: dict, raw_dir: str, out_dir: str) -> None:
     from ladder.io import write_json, write_parquet
     from ladder.sources import read_raw
@@ -39,8 +40,8 @@ def main(params: dict, raw_dir: str, out_dir: str) -> None:
     for name, df in tables.items():
         write_parquet(df, Path(out_dir) / f"{name}.parquet")
         log.info("%s: %d records", name, df.height)
-    write_json(metrics, "metrics/clean.json")
-    write_json({"seconds": round(time.perf_counter() - start, 3), "parse": timings}, "metrics/timings/clean.json")
+    write_json(metrics, paths.metrics_file("clean"))
+    write_json({"seconds": round(time.perf_counter() - start, 3), "parse": timings}, paths.timings_file("clean"))
 
 
 if __name__ == "__main__":

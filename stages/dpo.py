@@ -24,6 +24,7 @@ import logging
 import time
 from pathlib import Path
 
+from ladder import paths
 from ladder.stage import stage
 from ladder.training import stage_hardware
 
@@ -64,12 +65,12 @@ def main(all_params: dict, hw: dict) -> None:
 
     params = all_params["dpo"]
     check_trainer_keys(params["trainer"], config_class(params["method"]), "dpo")
-    tokenizer = AutoTokenizer.from_pretrained("models/sft")  # carries the chat template SFT trained with
-    data = load_pairs("data/scored/dpo.parquet", tokenizer, params["max_prompt_length"])
+    tokenizer = AutoTokenizer.from_pretrained(paths.SFT)  # carries the chat template SFT trained with
+    data = load_pairs(paths.SCORED_DPO, tokenizer, params["max_prompt_length"])
     if params["eval_pairs"] is not None:
         data["eval"] = data["eval"].select(range(min(params["eval_pairs"], len(data["eval"]))))
     live = LiveCallback("dpo", params=logged_params(params))
-    start = sft_merged("models/base", "models/sft", **causal_lm_settings(hw))  # the reference too: see the docstring
+    start = sft_merged(paths.BASE, paths.SFT, **causal_lm_settings(hw))  # the reference too: see the docstring
     trainer = trainer_for(params, start, tokenizer, data, hw, lora_config(params["lora"], "CAUSAL_LM"), [live])
     tokens = count_tokens(trainer)
     start = time.perf_counter()
@@ -82,16 +83,16 @@ def main(all_params: dict, hw: dict) -> None:
     weights = gathered_state_dict(trainer)
     if not is_main_process():
         return
-    with atomic_path("models/dpo") as tmp:
+    with atomic_path(paths.DPO) as tmp:
         save_adapter(trainer.accelerator.unwrap_model(trainer.model), tmp, weights)
         tokenizer.save_pretrained(tmp)
-    write_json(figures, "metrics/dpo.json")
+    write_json(figures, paths.metrics_file("dpo"))
     _, timings = split_timings(live.timings)
     args = trainer.args
     pairs = result.global_step * args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
     write_json({"processes": args.world_size, "train_seconds": round(seconds, 2),
                 "train_pairs_per_second": round(pairs / seconds, 3), **trained, **{k: round(v, 3) for k, v in timings.items()}},
-               "metrics/timings/dpo.json")
+               paths.timings_file("dpo"))
     log.info("eval: %s", figures)
 
 

@@ -19,15 +19,16 @@ from pathlib import Path
 
 import click
 
+from ladder import paths
 from ladder.errors import InputError
 from ladder.stage import stage
 
 log = logging.getLogger("ladder.fetch")
 # The judge and the reward model have a backbone each: switching the judge must not retrain the reward model.
-MODEL_TARGETS = {"base": "models/base", "judge": "models/judge_base", "reward": "models/reward_base"}
+MODEL_TARGETS = paths.FETCHED_MODELS
 
 
-def fetch_source(spec: dict, name: str, out_dir: str | Path = "data/raw") -> Path:
+def fetch_source(spec: dict, name: str, out_dir: str | Path = paths.RAW) -> Path:
     from ladder.sources import read_source, write_raw
 
     frame, json_columns = read_source(spec, name)

@@ -29,8 +29,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from pathlib import Path
 
+from ladder import paths
 from ladder.errors import InputError
 from ladder.stage import stage
 from ladder.training import stage_hardware
@@ -56,14 +56,14 @@ def main(all_params: dict, hw: dict) -> None:
     logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
     params = all_params["inference"]
     controls_requested = params["controls"]
-    judge_backbone = json.loads(Path("models/judge/judge.json").read_text()).get("backbone")
-    if judge_backbone and read_identity("models/judge_base") != judge_backbone:  # before hours of generation
-        raise InputError(f"models/judge was trained on backbone {judge_backbone}, but models/judge_base "
-                                   f"holds {read_identity('models/judge_base')}: rerun the classifier stage")
-    pool = eval_prompts("data/clean/conversations.parquet")
-    prompts = held_out_prompts("data/clean/conversations.parquet", params["n_prompts"], params["seed"])
+    judge_backbone = json.loads((paths.JUDGE / "judge.json").read_text()).get("backbone")
+    if judge_backbone and read_identity(paths.JUDGE_BASE) != judge_backbone:  # before hours of generation
+        raise InputError(f"{paths.JUDGE} was trained on backbone {judge_backbone}, but {paths.JUDGE_BASE} "
+                         f"holds {read_identity(paths.JUDGE_BASE)}: rerun the classifier stage")
+    pool = eval_prompts(paths.CONVERSATIONS)
+    prompts = held_out_prompts(paths.CONVERSATIONS, params["n_prompts"], params["seed"])
     messages = [p["messages"] for p in prompts]
-    scorer = Scorer("models/reward", all_params["reward"]["max_length"])
+    scorer = Scorer(paths.REWARD, all_params["reward"]["max_length"])
     responses, rewards, samples, timings = {}, {}, {}, {}
     for name in params["models"]:
         backend = choose_backend(params["backend"], name, hw)
@@ -92,7 +92,7 @@ def main(all_params: dict, hw: dict) -> None:
     rows = pairwise(responses, prompts)
     same = identical_rows(responses, prompts)
     start = time.perf_counter()
-    judge = load_judge("models/judge", "models/judge_base", hw["cuda"], hw["bf16"])
+    judge = load_judge(paths.JUDGE, paths.JUDGE_BASE, hw["cuda"], hw["bf16"])
     judged = judge.score(rows)
     timings["judge_pairs_per_second"] = round(len(rows) / max(time.perf_counter() - start, 1e-9), 1)
     first = judge.score(same, tta=False)  # one order only: the position bias TTA would average away
@@ -101,24 +101,24 @@ def main(all_params: dict, hw: dict) -> None:
          for p in prompts],
         schema={"prompt_id": pl.String, "source": pl.String,
                 "messages": pl.List(pl.Struct({"role": pl.String, "content": pl.String})), "reference": pl.String}),
-        "data/generations/prompts.parquet")
+        paths.GENERATIONS / "prompts.parquet")
     write_parquet(pl.DataFrame(
         [{"prompt_id": p["prompt_id"], "model": name, "control": name in controls, "reply": responses[name][i],
           "reward": rewards[name][i], "samples": samples[name][i]}
          for name in responses for i, p in enumerate(prompts)],
         schema={"prompt_id": pl.String, "model": pl.String, "control": pl.Boolean, "reply": pl.String,
-                "reward": pl.Float64, "samples": pl.List(pl.String)}), "data/generations/responses.parquet")
+                "reward": pl.Float64, "samples": pl.List(pl.String)}), paths.GENERATIONS / "responses.parquet")
     write_parquet(pl.DataFrame(
         [{"prompt_id": r["prompt_id"], "model_a": r["model_a"], "model_b": r["model_b"],
           **{k: judged[r["id"]].get(k) for k in JUDGMENT_COLUMNS}} for r in rows],
         schema={"prompt_id": pl.String, "model_a": pl.String, "model_b": pl.String,
-                **{k: pl.Float64 for k in JUDGMENT_COLUMNS}}), "data/generations/judgments.parquet")
+                **{k: pl.Float64 for k in JUDGMENT_COLUMNS}}), paths.GENERATIONS / "judgments.parquet")
     write_parquet(pl.DataFrame(
         [{"prompt_id": r["prompt_id"], "model": r["model"],
           "p_first": soft_outcome(first[r["id"]]["p_a"], first[r["id"]].get("p_tie"))} for r in same],
         schema={"prompt_id": pl.String, "model": pl.String, "p_first": pl.Float64}),
-        "data/generations/identical.parquet")
-    write_json(timings, "metrics/timings/inference.json")
+        paths.GENERATIONS / "identical.parquet")
+    write_json(timings, paths.timings_file("inference"))
     log.info("%d prompts, %d models, %d controls, %d judgments, %d identical pairs", len(prompts),
              len(responses) - len(controls), len(controls), len(rows), len(same))
 

@@ -22,8 +22,8 @@ from __future__ import annotations
 import json
 import logging
 import time
-from pathlib import Path
 
+from ladder import paths
 from ladder.merging import max_logit_difference, merged_from, model_card, stacked
 from ladder.stage import stage
 
@@ -37,14 +37,14 @@ def main(params: dict) -> None:
 
     merge = params["merge"]
     start = time.perf_counter()
-    tokenizer = AutoTokenizer.from_pretrained("models/dpo")
-    stack = stacked("models/base", "models/sft", "models/dpo")
+    tokenizer = AutoTokenizer.from_pretrained(paths.DPO)
+    stack = stacked(paths.BASE, paths.SFT, paths.DPO)
     model = merged_from(stack, merge["dtype"])
-    eval_rows = pl.read_parquet("data/scored/sft.parquet").filter(pl.col("split") == "eval").sort("id")
+    eval_rows = pl.read_parquet(paths.SCORED_SFT).filter(pl.col("split") == "eval").sort("id")
     conversations = eval_rows["messages"].to_list()[:merge["parity_conversations"]]
     difference = max_logit_difference(stack, model, tokenizer, conversations, merge["parity_dtype"])
-    metrics = {s: json.loads(Path(f"metrics/{s}.json").read_text()) for s in ("sft", "dpo")}
-    with atomic_path("models/merged") as tmp:
+    metrics = {s: json.loads(paths.metrics_file(s).read_text()) for s in ("sft", "dpo")}
+    with atomic_path(paths.MERGED) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         GenerationConfig(do_sample=True, eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
@@ -52,8 +52,8 @@ def main(params: dict) -> None:
         (tmp / "README.md").write_text(model_card(params["fetch"], params["sft"], params["dpo"], merge, metrics))
     write_json({"dtype": merge["dtype"], "parity_dtype": merge["parity_dtype"],
                 "parity_conversations": len(conversations),
-                "max_abs_logit_difference": float(f"{difference:.3e}")}, "metrics/merge.json")
-    write_json({"seconds": round(time.perf_counter() - start, 2)}, "metrics/timings/merge.json")
+                "max_abs_logit_difference": float(f"{difference:.3e}")}, paths.metrics_file("merge"))
+    write_json({"seconds": round(time.perf_counter() - start, 2)}, paths.timings_file("merge"))
     log.info("merged as %s; max |logit difference| %.3e", merge["dtype"], difference)
 
 

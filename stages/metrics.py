@@ -27,8 +27,8 @@ Usage:
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
+from ladder import paths
 from ladder.elo import bootstrap_elo, fit_elo, fit_elo_controlled, length_feature, win_matrix
 from ladder.examples import best_generated, review_examples
 from ladder.errors import InputError
@@ -70,7 +70,7 @@ def main(all_params: dict) -> None:
     from ladder.io import write_json
 
     params = all_params["metrics"]
-    folder = Path("data/generations")
+    folder = paths.GENERATIONS
     for name in ("prompts", "responses", "judgments"):
         if not (folder / f"{name}.parquet").is_file():
             raise InputError(f"{folder / name}.parquet is missing: rerun the inference stage")
@@ -112,15 +112,15 @@ def main(all_params: dict) -> None:
     except ValueError as error:  # a three-label judge's judgments without each order's tie probability
         raise InputError(f"{folder / 'judgments.parquet'}: {error}") from None
     report = {"validity": validity, "anchor": anchor, "prompts": responses["prompt_id"].n_unique(),
-              "judgments": len(rows), "models": per_model, "stages": headlines(Path("metrics"))}
-    write_json(report, "metrics/eval.json")
+              "judgments": len(rows), "models": per_model, "stages": headlines(paths.METRICS)}
+    write_json(report, paths.metrics_file("eval"))
     write_json([{"model": m, "elo": v["elo"], "low": v["elo_95"][0], "high": v["elo_95"][1], "control": v["control"]}
-                for m, v in per_model.items()], "plots/eval/elo.json")
+                for m, v in per_model.items()], paths.PLOTS / "eval" / "elo.json")
     write_json([{"model": x, "opponent": y, "win_rate": rounded(w)} for (x, y), w in sorted(wins.items())],
-               "plots/eval/win_rates.json")
+               paths.PLOTS / "eval" / "win_rates.json")
     prompts = pl.read_parquet(folder / "prompts.parquet").to_dicts()
     write_json(review_examples(prompts, replies, anchor, best_generated(ratings, generated, anchor), params["seed"]),
-               "reports/examples.json")
+               paths.EXAMPLES)
     log.info("ladder: %s", {m: v["elo"] for m, v in per_model.items()})
     log.info("verdict: %s", "valid" if validity["valid"] else "INVALID: " + "; ".join(validity["reasons"]))
 

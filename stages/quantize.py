@@ -24,6 +24,7 @@ import logging
 import time
 from pathlib import Path
 
+from ladder import paths
 from ladder.errors import InputError
 from ladder.fidelity import fidelity, generation_speed, sizes
 from ladder.quantization import quantize_bnb
@@ -31,7 +32,7 @@ from ladder.stage import stage
 from ladder.training import stage_hardware
 
 log = logging.getLogger("ladder.quantize")
-MERGED, OUT = Path("models/merged"), Path("models/quantized")
+MERGED, OUT = Path(paths.MERGED), Path(paths.QUANTIZED)
 
 
 def check_shapes(merged: Path, formats: list[str]) -> None:
@@ -94,7 +95,7 @@ def main(params: dict, hw: dict) -> None:
         device_name(hw["cuda"])).eval()
     numels = {k: v.numel() for k, v in reference.state_dict().items()}
     size_16bit = 2 * sum(p.numel() for p in reference.parameters())  # tied weights counted once
-    eval_rows = pl.read_parquet("data/scored/sft.parquet").filter(pl.col("split") == "eval").sort("id")
+    eval_rows = pl.read_parquet(paths.SCORED_SFT).filter(pl.col("split") == "eval").sort("id")
     texts = [render(m, tokenizer) for m in eval_rows["messages"].to_list()[:q["eval_conversations"]]]
     batches = [tokenizer(t, return_tensors="pt", add_special_tokens=False, truncation=True,
                          max_length=q["max_length"]).input_ids for t in texts]
@@ -118,8 +119,8 @@ def main(params: dict, hw: dict) -> None:
         log.info("%s: %s", name, results[name])
         del model
     write_json({"reference": {"size_16bit_mb": round(size_16bit / 2**20, 2), "eval_conversations": len(batches)},
-                "formats": results}, "metrics/quantize.json")
-    write_json(timings, "metrics/timings/quantize.json")
+                "formats": results}, paths.metrics_file("quantize"))
+    write_json(timings, paths.timings_file("quantize"))
 
 
 if __name__ == "__main__":

@@ -20,6 +20,7 @@ import logging
 import time
 from pathlib import Path
 
+from ladder import paths
 from ladder.metrics import binary_metrics
 from ladder.reward_model import build_model, train
 from ladder.stage import stage
@@ -49,11 +50,11 @@ def main(all_params: dict, hw: dict) -> None:
 
     params = all_params["reward"]
     check_trainer_keys(params["trainer"], TrainingArguments, "reward")
-    data = load_feedback("data/clean/feedback.parquet")
-    tokenizer = left_truncating(AutoTokenizer.from_pretrained("models/reward_base"))
+    data = load_feedback(paths.FEEDBACK)
+    tokenizer = left_truncating(AutoTokenizer.from_pretrained(paths.REWARD_BASE))
     texts = {s: [render(m, tokenizer) for m in data[s]["messages"]] for s in data}
     start = time.perf_counter()
-    model = build_model("models/reward_base", params["objective"], params["lora"], params["seed"],
+    model = build_model(paths.REWARD_BASE, params["objective"], params["lora"], params["seed"],
                         tokenizer.pad_token_id)
     model, figures = train(model, tokenizer, texts["train"], data["train"]["label"], params, hw)
     train_seconds = time.perf_counter() - start
@@ -70,13 +71,13 @@ def main(all_params: dict, hw: dict) -> None:
                "eval": {k: v if v is None else round(v, 6)
                         for k, v in binary_metrics(scores, data["eval"]["label"], majority).items()},
                "train_loss": round(stable["train_loss"], 6)}
-    with atomic_path("models/reward") as tmp:
+    with atomic_path(paths.REWARD) as tmp:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
         (tmp / OBJECTIVE_FILE).write_text(json.dumps({"objective": params["objective"]}) + "\n")
-    write_json(metrics, "metrics/reward.json")
+    write_json(metrics, paths.metrics_file("reward"))
     write_json({"processes": stable["processes"], "train_seconds": round(train_seconds, 2), "eval_rows_per_second": round(len(scores) / eval_seconds, 1),
-                **stable["tokens"], **{k: round(v, 3) for k, v in timings.items()}}, "metrics/timings/reward.json")
+                **stable["tokens"], **{k: round(v, 3) for k, v in timings.items()}}, paths.timings_file("reward"))
     log.info("eval: %s", metrics["eval"])
 
 

@@ -27,6 +27,7 @@ import time
 
 import polars as pl
 
+from ladder import paths
 from ladder.holdout import judge_holdout
 from ladder.reward_filter import histograms, keep_mask, self_pairs, summary
 from ladder.stage import stage
@@ -39,14 +40,14 @@ def main(all_params: dict) -> None:
 
     params, chat_template = all_params["reward"], all_params["sft"]["chat_template"]
     share = all_params["classifier"]["preference_share"]
-    scorer = Scorer("models/reward", params["max_length"], params["score_batch_size"])
-    conversations = pl.read_parquet("data/clean/conversations.parquet")
-    pairs = pl.read_parquet("data/clean/preferences.parquet")
+    scorer = Scorer(paths.REWARD, params["max_length"], params["score_batch_size"])
+    conversations = pl.read_parquet(paths.CONVERSATIONS)
+    pairs = pl.read_parquet(paths.PREFERENCES)
     start = time.perf_counter()
     conversations = conversations.with_columns(pl.Series("score", scorer.score_conversations(
         conversations["messages"].to_list()), dtype=pl.Float64))
     n_texts, seconds = conversations.height, time.perf_counter() - start
-    extra = self_pairs(conversations, scorer, params["self_pairs"], "models/base", chat_template) \
+    extra = self_pairs(conversations, scorer, params["self_pairs"], paths.BASE, chat_template) \
         if params["self_pairs"]["enabled"] else pairs.clear()
     held_out = judge_holdout(pairs, extra, share)
     pairs = pl.concat([pairs, extra]).filter(~held_out)  # before scoring: held-out pairs are never used here
@@ -59,9 +60,9 @@ def main(all_params: dict) -> None:
     pairs = pairs.with_columns((pl.col("score_chosen") - pl.col("score_rejected")).alias("score"))
     keep_conv = keep_mask(conversations["score"], conversations["split"], conversations["id"], params["filter"])
     keep_pairs = (pairs["split"] == "eval") | (pairs["score"] >= params["min_margin"])
-    write_parquet(conversations.filter(keep_conv), "data/scored/sft.parquet")
-    write_parquet(pairs.filter(keep_pairs), "data/scored/dpo.parquet")
-    with atomic_path("plots/score") as tmp:
+    write_parquet(conversations.filter(keep_conv), paths.SCORED_SFT)
+    write_parquet(pairs.filter(keep_pairs), paths.SCORED_DPO)
+    with atomic_path(paths.PLOTS / "score") as tmp:
         tmp.mkdir()
         for name, frame in {**histograms(conversations, "score", "sft"), **histograms(pairs, "score", "dpo")}.items():
             frame.write_csv(tmp / f"{name}.csv")
@@ -69,8 +70,8 @@ def main(all_params: dict) -> None:
                 "sft": summary(conversations, keep_conv), "dpo": summary(pairs, keep_pairs),
                 "self_pairs": extra.height, "preference_share": share, "dpo_held_out_for_judge": int(held_out.sum()),
                 "dpo_train_chosen_above_rejected": round(float((pairs.filter(pl.col("split") == "train")["score"] > 0)
-                                                               .mean() or 0.0), 6)}, "metrics/score.json")
-    write_json({"scored_texts": n_texts, "texts_per_second": round(n_texts / seconds, 1)}, "metrics/timings/score.json")
+                                                               .mean() or 0.0), 6)}, paths.metrics_file("score"))
+    write_json({"scored_texts": n_texts, "texts_per_second": round(n_texts / seconds, 1)}, paths.timings_file("score"))
     log.info("scored %d texts in %.1f s", n_texts, seconds)
 
 

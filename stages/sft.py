@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import shutil
 
+from ladder import paths
 from ladder.stage import stage
 from ladder.training import stage_hardware
 from ladder.supervised import CHECKPOINTS, load_conversations, train
@@ -34,20 +35,20 @@ def main(all_params: dict, hw: dict) -> None:
 
     params = all_params["sft"]
     check_trainer_keys(params["trainer"], SFTConfig, "sft")
-    data = load_conversations("data/scored/sft.parquet")
+    data = load_conversations(paths.SCORED_SFT)
     if params["eval_conversations"] is not None:
         data["eval"] = data["eval"][:params["eval_conversations"]]
-    trainer, figures, timings = train(params, data, "models/base", hw)
+    trainer, figures, timings = train(params, data, paths.BASE, hw)
     weights = gathered_state_dict(trainer)
     if not is_main_process():
         return
-    with atomic_path("models/sft") as tmp:
+    with atomic_path(paths.SFT) as tmp:
         save_adapter(trainer.accelerator.unwrap_model(trainer.model), tmp, weights)
         trainer.processing_class.save_pretrained(tmp)
     # Checkpoints exist to resume a run that was stopped; this one finished, so a forced rerun starts afresh.
     shutil.rmtree(CHECKPOINTS, ignore_errors=True)
-    write_json({k: round(v, 6) if isinstance(v, float) else v for k, v in figures.items()}, "metrics/sft.json")
-    write_json(timings, "metrics/timings/sft.json")
+    write_json({k: round(v, 6) if isinstance(v, float) else v for k, v in figures.items()}, paths.metrics_file("sft"))
+    write_json(timings, paths.timings_file("sft"))
     log.info("eval loss %.4f (base %.4f)", figures["eval_loss"], figures["eval_loss_base"])
 
 

@@ -121,3 +121,28 @@ def test_importing_stages_and_ladder_loads_no_heavy_library():
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout.splitlines()[-1]) == []
+
+
+def test_every_path_the_code_names_is_one_a_stage_declares():
+    from dvc.repo import Repo
+
+    from ladder import paths
+
+    with Repo(str(ROOT)) as repo:
+        stages = {stage.name: {str(out.def_path) for out in stage.outs} for stage in repo.index.stages}
+    outputs = set().union(*stages.values())
+
+    def declared(path: Path) -> bool:  # an output, inside one, or a folder of them
+        return any(path == Path(out) or Path(out) in path.parents or path in Path(out).parents for out in outputs)
+
+    named = {name: value for name, value in vars(paths).items() if isinstance(value, Path) and name != "CHECKPOINTS"}
+    named |= {f"FETCHED_MODELS[{k}]": v for k, v in paths.FETCHED_MODELS.items()}
+    assert len(named) >= 20
+    for name, path in named.items():
+        assert declared(path), f"ladder/paths.py {name} = {path} is no stage's output in dvc.yaml"
+    for stage, outs in stages.items():  # the metrics and timing files each stage writes are where paths says
+        for out in outs:
+            if out.startswith(f"{paths.METRICS}/") and out.endswith(".json"):
+                kind = paths.timings_file if out.startswith(f"{paths.TIMINGS}/") else paths.metrics_file
+                assert str(kind(Path(out).stem)) == out, (stage, out)
+    assert "checkpoints" in (ROOT / ".gitignore").read_text() and "/checkpoints" in (ROOT / ".dvcignore").read_text()
