@@ -153,8 +153,8 @@ def queue_finished(project: Path) -> bool:
     return not re.search(r"\b(Queued|Running)\b", status)
 
 
-def test_queued_experiments_run_two_at_a_time(project):
-    rates = ("1e-3", "2e-3", "4e-3")
+def test_queued_experiments_run_two_at_a_time_and_rerun_only_the_judge_side(project):
+    rates = ("1e-3", "4e-3")
     for rate in rates:
         run(["dvc", "exp", "run", "--queue", "-n", f"lr-{rate}", "-S", f"classifier.trainer.learning_rate={rate}"],
             project)
@@ -164,7 +164,9 @@ def test_queued_experiments_run_two_at_a_time(project):
         assert time.monotonic() < deadline, run(["dvc", "queue", "status"], project)
         time.sleep(3)
     status = run(["dvc", "queue", "status"], project)
-    assert status.count("Success") == 3, status
+    assert status.count("Success") == len(rates), status
+    for rate in rates:  # a judge setting reruns the judge and what reads it, nothing upstream
+        assert ran(run(["dvc", "queue", "logs", f"lr-{rate}"], project)) == {"classifier", "inference", "metrics"}
     shown = run(["dvc", "exp", "show", "--md", "--no-pager", "--only-changed"], project)
     lines = shown.splitlines()
     header = [c.strip() for c in lines[0].strip("|").split("|")]
@@ -172,19 +174,15 @@ def test_queued_experiments_run_two_at_a_time(project):
             for rate in rates}
     # log loss, not accuracy: after two steps the three judges may well pick the same labels on a few eval rows
     assert "classifier.trainer.learning_rate" in header and "log_loss_tta" in header, header
-    assert {float(rows[r][header.index("classifier.trainer.learning_rate")]) for r in rates} == {1e-3, 2e-3, 4e-3}
+    assert {float(rows[r][header.index("classifier.trainer.learning_rate")]) for r in rates} == {1e-3, 4e-3}
     # each experiment carries the judge metrics of its own run
     judged = [header.index(c) for c in header if c.startswith(("accuracy", "log_loss"))]
-    assert len({tuple(rows[r][i] for i in judged) for r in rates}) == 3
+    assert len({tuple(rows[r][i] for i in judged) for r in rates}) == len(rates)
     assert all(re.fullmatch(r"\d+\.\d+", rows[r][header.index("log_loss_tta")]) for r in rates)
 
 
-def test_a_judge_variant_reruns_only_the_judge_and_what_reads_it(project):
-    output = run(["dvc", "exp", "run", "-S", "classifier.head_dropout=0.2"], project)
-    assert ran(output) == {"classifier", "inference", "metrics"}
-    shown = run(["dvc", "exp", "show", "--md", "--no-pager"], project)
-    assert "head_dropout" in shown and "0.2" in shown
-    # another judge backbone leaves the reward model, and so the training data and chat models, alone
+def test_another_judge_backbone_reruns_only_the_judge_side(project):
+    # the reward model has its own backbone: the training data and chat models stay as they are
     output = run(["dvc", "exp", "run", "-S", f"fetch.judge_revision={'a' * 40}"], project)
     # (metrics reruns only if the judgments changed: the tiny backbone's weights do not depend on the revision)
     judge_side = {"fetch_model@judge", "classifier", "inference"}
