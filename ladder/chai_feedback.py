@@ -132,7 +132,7 @@ def parse_chai_feedback(df: pl.DataFrame, source: str, options: dict) -> Parsed:
                                pl.col("thumbs_up").cast(pl.Float64).alias("label"))
     dropped = Counter({"feedback: thumbs_up is missing": good.height - labelled.height})
     preferences = pl.DataFrame(schema=SCHEMAS["preferences"])
-    if options.get("swipe_pairs", True):
+    if options["swipe_pairs"]:
         preferences, skipped = _swipe_pairs(msgs, kept, turns, good, source)
         dropped.update(skipped)
 

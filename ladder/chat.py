@@ -13,6 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ladder.batching import with_pad_token
+from ladder.errors import InputError
 
 TEMPLATES = Path(__file__).parent / "templates"
 IGNORE = -100
@@ -26,10 +27,10 @@ def use_template(tokenizer, name: str):
         path = TEMPLATES / f"{name}.jinja"
         if not path.is_file():
             known = ", ".join(["base"] + sorted(p.stem for p in TEMPLATES.glob("*.jinja")))
-            raise ValueError(f"unknown chat template {name!r}; known: {known}")
+            raise InputError(f"unknown chat template {name!r}; known: {known}")
         tokenizer.chat_template = path.read_text(encoding="utf-8")
     if not getattr(tokenizer, "chat_template", None):
-        raise ValueError("the model has no chat template of its own: set sft.chat_template to a named one")
+        raise InputError("the model has no chat template of its own: set sft.chat_template to a named one")
     return with_pad_token(tokenizer)
 
 

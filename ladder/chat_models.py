@@ -7,7 +7,7 @@ from __future__ import annotations
 import importlib.util
 
 from ladder import paths
-from ladder.params import CHAT_MODELS
+from ladder.params import BACKENDS, CHAT_MODELS
 
 VLLM_MODELS = ("base", "merged", "gguf-f16", "gguf-q8_0")
 
@@ -18,8 +18,8 @@ def vllm_installed() -> bool:
 
 def choose_backend(requested: str, model: str, hw: dict) -> str:
     """vLLM when asked for, installed, on a GPU, and able to serve this model; else transformers."""
-    if requested not in ("hf", "vllm"):
-        raise ValueError(f"inference.backend must be hf or vllm, not {requested!r}")
+    if requested not in BACKENDS:
+        raise ValueError(f"inference.backend must be one of {', '.join(BACKENDS)}, not {requested!r}")
     if requested == "vllm" and hw["cuda"] and model in VLLM_MODELS and vllm_installed():
         return "vllm"
     return "hf"

@@ -58,7 +58,7 @@ def filter_reasons(table: str, p: dict) -> pl.Expr:
     """The reason a record is dropped by the `clean` filters, or null to keep it."""
     none = pl.lit(None, dtype=pl.String)
     if table == "arena":
-        langs = [lang.lower() for lang in p.get("arena_languages") or []]
+        langs = [lang.lower() for lang in p["arena_languages"]]
         return pl.when(pl.lit(bool(langs)) & ~pl.col("language").str.to_lowercase().is_in(langs).fill_null(False)
                        ).then(pl.lit("language not in clean.arena_languages")).otherwise(none)
     if table == "preferences":
@@ -140,11 +140,11 @@ def clean(raw: dict[str, tuple[str, pl.DataFrame]], p: dict) -> tuple[dict[str, 
     for t in TABLES:
         tables[t] = with_keys(t, tables[t])
         drop(tables, t, filter_reasons(t, p), drops)
-        if p.get("dedup", True):
+        if p["dedup"]:
             first = ~pl.col("_key").is_first_distinct()
             drop(tables, t, pl.when(first).then(pl.lit("duplicate of ") + pl.col("id").first().over("_key")), drops)
     splits = assign_split(tables, p["eval_fraction"], p["seed"])
-    mixed_out = mix_reason(splits, p.get("mix") or {}, p["seed"])
+    mixed_out = mix_reason(splits, p["mix"], p["seed"])
     for t in TABLES:
         tables[t] = tables[t].join(splits, on=["source", "row"], how="left", maintain_order="left")
         tables[t] = tables[t].join(mixed_out, on=["source", "row"], how="left", maintain_order="left")

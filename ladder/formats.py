@@ -19,6 +19,7 @@ from typing import Any, Callable
 
 import polars as pl
 
+from ladder.errors import InputError
 from ladder.records import INVALID_JSON, TABLES, frame, normalize_text, stable_id
 
 USER = "Anonymous user"
@@ -392,10 +393,10 @@ FORMATS: dict[str, Format] = {
 def parse_source(df: pl.DataFrame, source: str, format_name: str, options: dict, file: str = "") -> Parsed:
     """Parse one raw source table. A missing column stops here, naming source, column and file."""
     if format_name not in FORMATS:
-        raise ValueError(f"source {source!r}: unknown format {format_name!r}; known: {', '.join(FORMATS)}")
+        raise InputError(f"source {source!r}: unknown format {format_name!r}; known: {', '.join(FORMATS)}")
     fmt = FORMATS[format_name]
     for column in fmt.required:
         if column not in df.columns:
-            raise ValueError(f"source {source!r} ({format_name}): column {column!r} is missing in "
+            raise InputError(f"source {source!r} ({format_name}): column {column!r} is missing in "
                              f"{file or 'its raw table'}; columns there: {', '.join(df.columns) or 'none'}")
     return fmt.parse(df, source, options)

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ladder.errors import InputError
+from ladder.params import IDENTICAL_LABELS, TIES
+
 ARENA_COLUMNS = ("id", "prompt", "response_a", "response_b", "winner", "language", "split")
 
 
@@ -12,10 +15,10 @@ def load_arena(path: str | Path, ties: str) -> dict[str, list[dict]]:
     """Train and eval rows in id order; ties dropped or kept as a third label."""
     import polars as pl
 
-    if ties not in ("drop", "class"):
-        raise ValueError(f"classifier.ties must be drop or class, not {ties!r}")
+    if ties not in TIES:
+        raise ValueError(f"classifier.ties must be one of {', '.join(TIES)}, not {ties!r}")
     if not Path(path).is_file():
-        raise ValueError(f"{path}: file not found")
+        raise InputError(f"{path}: file not found")
     from ladder.records import require_columns
 
     df = pl.read_parquet(path)
@@ -49,7 +52,6 @@ def load_rows(arena: str | Path, preferences: str | Path, ties: str, share: floa
     return data, dropped
 
 
-IDENTICAL_LABELS = ("each", "tie")
 
 
 def training_pairs(rows: list[dict], labels: list[str], swap: bool, identical: float = 0.0,

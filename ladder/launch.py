@@ -19,7 +19,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from ladder.params import LAUNCHERS
+from ladder.errors import InputError
 
 TRAINING_STAGES = ("reward", "sft", "dpo", "classifier")
 SHARDABLE = ("sft", "dpo")  # they gather sharded LoRA weights before saving; the others save whole models
@@ -33,21 +33,19 @@ def accelerate_settings(config_file: str | Path) -> dict:
 
 
 def command(stage: str, params: dict, params_file: str) -> tuple[list[str], dict[str, str]]:
-    """The command line and the extra environment that run `stage` as `params` (its section) ask."""
+    """The command line and the extra environment that run `stage` as `params` (its section, checked by
+    ladder/params.py: `launcher` is one of LAUNCHERS) ask."""
     if stage not in TRAINING_STAGES:
-        raise ValueError(f"{stage!r} is not a training stage; one of {', '.join(TRAINING_STAGES)}")
+        raise InputError(f"{stage!r} is not a training stage; one of {', '.join(TRAINING_STAGES)}")
     script = ["-m", f"stages.{stage}", "--params", params_file]
-    launcher = params.get("launcher", "python")
-    if launcher == "python":
+    if params["launcher"] == "python":
         return [sys.executable, *script], {}
-    if launcher != "accelerate":
-        raise ValueError(f"{stage}.launcher must be one of {', '.join(LAUNCHERS)}, not {launcher!r}")
-    config = params.get("accelerate_config")
+    config = params["accelerate_config"]
     if not config:
-        raise ValueError(f"{stage}.launcher is accelerate but {stage}.accelerate_config is not set")
+        raise InputError(f"{stage}.launcher is accelerate but {stage}.accelerate_config is not set")
     settings = accelerate_settings(config)
     if settings.get("distributed_type") in ("FSDP", "DEEPSPEED") and stage not in SHARDABLE:
-        raise ValueError(f"{stage} runs data-parallel only (configs/accelerate/ddp.yaml or cpu.yaml), not "
+        raise InputError(f"{stage} runs data-parallel only (configs/accelerate/ddp.yaml or cpu.yaml), not "
                          f"{settings['distributed_type']} ({config}): its weights are saved whole, and an 8-bit "
                          f"backbone cannot be sharded")
     processes = int(settings.get("num_processes") or 1)
@@ -64,7 +62,11 @@ def main(argv: list[str]) -> int:
         print("usage: python -m ladder.launch <stage> [--params params.yaml]", file=sys.stderr)
         return 2
     params_file = argv[2] if len(argv) == 3 else "params.yaml"
-    cmd, env = command(argv[0], section(argv[0], params_file), params_file)
+    try:  # as ladder/stage.py does for the stages: a bad param or a missing config file is one line
+        cmd, env = command(argv[0], section(argv[0], params_file), params_file)
+    except (InputError, FileNotFoundError) as error:
+        print(f"Error: {error}", file=sys.stderr)
+        return 1
     shown = ["python", *cmd[1:]] if cmd[0] == sys.executable else cmd
     print("ladder.launch:", " ".join(f"{k}={v}" for k, v in env.items()), *shown, flush=True)
     return subprocess.run(cmd, env={**os.environ, **env}).returncode

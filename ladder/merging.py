@@ -8,6 +8,8 @@ import contextlib
 import json
 from pathlib import Path
 
+from ladder.params import DTYPES, PARITY_DTYPES
+
 
 def sft_merged(base: str | Path, sft: str | Path, dtype, **load):
     """The base causal LM (loaded in `dtype`, with `load` passed to from_pretrained) with the SFT adapter merged in:
@@ -19,8 +21,6 @@ def sft_merged(base: str | Path, sft: str | Path, dtype, **load):
     return PeftModel.from_pretrained(model, sft).merge_and_unload()
 
 
-DTYPES = ("float16", "bfloat16", "float32")
-PARITY_DTYPES = ("float64", "float32")
 
 
 def stacked(base: str | Path, sft: str | Path, dpo: str | Path):

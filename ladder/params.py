@@ -26,6 +26,10 @@ SOURCE_FORMATS = ("chai_feedback", "chai_prize_flat", "chatml_conversation", "me
                   "zephyr_text", "chai_dpo", "arena_wsdm", "arena_lmsys")
 CPU_BF16_CHOICES = ("auto", "on", "off")
 OBJECTIVES = ("regression", "classification")          # the reward model's loss
+# TRL 1.16's DPO losses: its config takes any string and the trainer refuses an unknown one only at the first
+# loss, after the models load (tests/test_params.py reads the list from TRL's own source)
+DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
+                  "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
 PREFERENCE_METHODS = ("dpo", "simpo", "orpo", "kto")  # each an entry of ladder/preference.py's table
 KTO_LOSS_TYPES = ("kto", "apo_zero_unpaired")       # what TRL's KTOTrainer computes
 DTYPES = ("float16", "bfloat16", "float32")
@@ -34,6 +38,8 @@ BNB_METHODS = ("int8", "nf4")
 GGUF_TYPES = ("f32", "f16", "bf16", "q8_0")
 JUDGE_HEADS = ("cls", "replies")
 IDENTICAL_LABELS = ("each", "tie")
+TIES = ("drop", "class")                               # arena ties: dropped, or a third label for the judge
+BACKENDS = ("hf", "vllm")                              # inference's generation backend
 CONTROLS = ("reference", "shuffled")                   # ladder.controls
 # what inference can generate with: the pipeline's own models and every quantized copy quantize can make
 CHAT_MODELS = ("base", "sft", "merged", *BNB_METHODS, *(f"gguf-{t}" for t in GGUF_TYPES))
@@ -109,7 +115,7 @@ class Lora(Section):
     alpha: Annotated[Real, Field(gt=0)]
     dropout: Share
     target_modules: list[str] | Literal["all-linear"]
-    bias: Literal["none", "all", "lora_only"] = "none"  # PEFT's own default; recipes leave it out
+    bias: Literal["none", "all", "lora_only"] | None = None  # absent: PEFT's own default (none)
 
 
 class JudgeLora(Lora):
@@ -184,7 +190,7 @@ class Kto(Section):
 
 class Dpo(Section):
     method: Literal[PREFERENCE_METHODS]
-    loss_type: str  # TRL's DPOConfig checks it against its own list
+    loss_type: Literal[DPO_LOSS_TYPES]
     beta: Annotated[Real, Field(gt=0)]
     launcher: Launcher
     accelerate_config: str
@@ -241,7 +247,7 @@ class Classifier(Section):
     field_budget: FieldBudget | None
     head: Literal[JUDGE_HEADS]
     head_dropout: Share
-    ties: Literal["class", "drop"]
+    ties: Literal[TIES]
     swap_augment: bool
     identical_pairs: Share
     identical_label: Literal[IDENTICAL_LABELS]
@@ -273,7 +279,7 @@ class Inference(Section):
     n_prompts: Positive
     seed: int
     controls: list[Literal[CONTROLS]]
-    backend: Literal["hf", "vllm"]
+    backend: Literal[BACKENDS]
     sampling: Sampling
     best_of: Positive
     batch_size: Positive

@@ -18,6 +18,7 @@ from typing import Callable
 import polars as pl
 import pyarrow as pa
 
+from ladder.errors import InputError
 from ladder.records import INVALID_JSON
 
 SUFFIXES = (".parquet", ".jsonl", ".json", ".csv")
@@ -57,7 +58,7 @@ def _read_json_records(path: Path) -> list[dict]:
         if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
             data = next(iter(data.values()))  # {"data": [...]} as some hub repos keep it
         if not isinstance(data, list):
-            raise ValueError(f"{path}: expected a JSON list of records")
+            raise InputError(f"{path}: expected a JSON list of records")
         return [r if isinstance(r, dict) else {INVALID_JSON: json.dumps(r)} for r in data]
     records = []
     for line in text.splitlines():
@@ -83,7 +84,7 @@ def read_file(path: str | Path) -> tuple[pl.DataFrame, list[str]]:
         return pl.read_csv(path, infer_schema_length=None), []
     if path.suffix in (".jsonl", ".json"):
         return _records_to_frame(_read_json_records(path))
-    raise ValueError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(SUFFIXES)}")
+    raise InputError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(SUFFIXES)}")
 
 
 def split_files(folder: Path, split: str | None, patterns: list[str] | None = None) -> list[Path]:
@@ -118,12 +119,12 @@ def read_source(spec: dict, name: str, downloader: Callable[..., Path] = downloa
         files = [Path(spec["path"])]
     elif spec.get("hub"):
         if not spec.get("revision"):
-            raise ValueError(f"source {name!r}: a hub source needs a pinned `revision` (a commit hash)")
+            raise InputError(f"source {name!r}: a hub source needs a pinned `revision` (a commit hash)")
         patterns = [spec["files"]] if isinstance(spec.get("files"), str) else spec.get("files") or None
         files = split_files(downloader(spec["hub"], spec["revision"], hf_token(), patterns), spec.get("split"),
                             patterns)
     else:
-        raise ValueError(f"source {name!r}: give either `path` or `hub` (+ `revision`)")
+        raise InputError(f"source {name!r}: give either `path` or `hub` (+ `revision`)")
     if len(files) == 1:
         return read_file(files[0])
     # Shards of one split may disagree on a column's type: build one table from every record, so the

@@ -4,16 +4,18 @@
     def main(params: dict, hw: dict) -> None: ...
 
 gives the stage a `--params FILE` option and, before its body runs: logging, params.yaml read and checked
-against its schemas (ladder.params), and with `hardware` the device choice logged with the process's rank
-and the section's cpu_bf16 choice (ladder.training.stage_hardware). An InputError (a missing file or column,
-a bad param) or a missing file ends the stage with one line and exit status 1; any other error is a bug and
-keeps its traceback. `--help` prints the stage module's docstring as written.
+against its schemas (ladder.params), every input dvc.yaml declares for the stage present (missing_inputs),
+and with `hardware` the device choice logged with the process's rank and the section's cpu_bf16 choice
+(ladder.training.stage_hardware). An InputError (a missing file or column, a bad param) or a missing file ends
+the stage with one line and exit status 1; any other error is a bug and keeps its traceback. `--help` prints
+the stage module's docstring as written.
 """
 from __future__ import annotations
 
 import inspect
 import logging
 import sys
+from pathlib import Path
 from typing import Callable
 
 import click
@@ -31,6 +33,20 @@ class StageCommand(click.Command):
             formatter.write(f"{'':{formatter.current_indent + 2}}{line}\n" if line.strip() else "\n")
 
 
+def missing_inputs(name: str, dvc_yaml: Path = Path("dvc.yaml")) -> list[str]:
+    """The deps dvc.yaml declares for stage `name` that are not on disk: an input a stage run alone lacks would
+    otherwise surface deep inside a library (transformers takes a missing model folder for a hub id). None where
+    there is no dvc.yaml (a stage run on its own files, as the tests do) or the stage is a foreach template."""
+    if not dvc_yaml.is_file():
+        return []
+    from ruamel.yaml import YAML
+
+    body = (YAML(typ="safe", pure=True).load(dvc_yaml.read_text(encoding="utf-8")) or {}).get("stages", {}).get(name)
+    if not body or "do" in body:
+        return []
+    return [d for d in body.get("deps", []) if isinstance(d, str) and "${" not in d and not Path(d).exists()]
+
+
 def stage(name: str, hardware: Callable[[str, dict], dict] | None = None, section: str | None = None) -> Callable:
     """Make `fn(params, [hw,] **options)` stage `name`'s Click command (see the module docstring). `hardware`:
     ladder.training.stage_hardware for a stage that loads models (passed in, not imported here, so that stages
@@ -44,6 +60,10 @@ def stage(name: str, hardware: Callable[[str, dict], dict] | None = None, sectio
             logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
             try:
                 params = load_params(params_file)
+                missing = missing_inputs(name)
+                if missing:
+                    raise InputError(f"{name}: missing input {', '.join(missing)} (declared in dvc.yaml; "
+                                     f"`dvc repro {name}` makes it first)")
                 if hardware:
                     options["hw"] = hardware(name, params[section or name])
                 return fn(params, **options)

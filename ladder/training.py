@@ -114,7 +114,7 @@ def stage_hardware(stage: str, params: dict) -> dict:
     hw = hardware()
     logging.getLogger(f"ladder.{stage}").info("hardware: %s; attention %s; process %d of %d", hw,
                                               attn_implementation(hw), *process_rank())
-    return with_cpu_autocast(hw, params.get("cpu_bf16", "off"), stage) if "cpu_bf16" in params else hw
+    return with_cpu_autocast(hw, params["cpu_bf16"], stage) if "cpu_bf16" in params else hw
 
 
 def attn_implementation(hw: dict) -> str:
@@ -135,12 +135,13 @@ def load_causal_lm(path, hw: dict):
 
 
 def lora_config(lora: dict, task_type: str | None = None, **extra):
-    """PEFT's LoraConfig from a params `lora` section (r, alpha, dropout, target_modules, bias: none unless set);
+    """PEFT's LoraConfig from a params `lora` section (r, alpha, dropout, target_modules, and bias if given);
     `extra` for what only one caller sets (the judge's layers_to_transform)."""
     from peft import LoraConfig
 
     return LoraConfig(task_type=task_type, r=lora["r"], lora_alpha=lora["alpha"], lora_dropout=lora["dropout"],
-                      target_modules=lora["target_modules"], bias=lora.get("bias", "none"), **extra)
+                      target_modules=lora["target_modules"], **({"bias": lora["bias"]} if "bias" in lora else {}),
+                      **extra)
 
 
 def compact_fused_head() -> bool:

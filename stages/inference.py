@@ -63,7 +63,7 @@ def main(all_params: dict, hw: dict) -> None:
     pool = eval_prompts(paths.CONVERSATIONS)
     prompts = held_out_prompts(paths.CONVERSATIONS, params["n_prompts"], params["seed"])
     messages = [p["messages"] for p in prompts]
-    scorer = Scorer(paths.REWARD, all_params["reward"]["max_length"])
+    scorer = Scorer(paths.REWARD, all_params["reward"]["max_length"], all_params["reward"]["score_batch_size"])
     responses, rewards, samples, timings = {}, {}, {}, {}
     for name in params["models"]:
         backend = choose_backend(params["backend"], name, hw)
@@ -93,9 +93,9 @@ def main(all_params: dict, hw: dict) -> None:
     same = identical_rows(responses, prompts)
     start = time.perf_counter()
     judge = load_judge(paths.JUDGE, paths.JUDGE_BASE, hw["cuda"], hw["bf16"])
-    judged = judge.score(rows)
+    judged = judge.score(rows, batch_size=all_params["classifier"]["eval_batch_size"])
     timings["judge_pairs_per_second"] = round(len(rows) / max(time.perf_counter() - start, 1e-9), 1)
-    first = judge.score(same, tta=False)  # one order only: the position bias TTA would average away
+    first = judge.score(same, tta=False, batch_size=all_params["classifier"]["eval_batch_size"])  # one order only: the position bias TTA would average away
     write_parquet(pl.DataFrame(
         [{"prompt_id": p["prompt_id"], "source": p["source"], "messages": p["messages"], "reference": p["reference"]}
          for p in prompts],

@@ -43,6 +43,8 @@ def main(all_params: dict) -> None:
     scorer = Scorer(paths.REWARD, params["max_length"], params["score_batch_size"])
     conversations = pl.read_parquet(paths.CONVERSATIONS)
     pairs = pl.read_parquet(paths.PREFERENCES)
+    require_columns(conversations, SCHEMAS["conversations"], paths.CONVERSATIONS)
+    require_columns(pairs, SCHEMAS["preferences"], paths.PREFERENCES)
     start = time.perf_counter()
     conversations = conversations.with_columns(pl.Series("score", scorer.score_conversations(
         conversations["messages"].to_list()), dtype=pl.Float64))

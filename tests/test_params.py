@@ -30,6 +30,7 @@ BAD = [
     ("sft.lora.r=0", "sft.lora.r = 0: Input should be greater than 0"),
     ("sft.max_lenght=256", "sft.max_lenght = 256: unknown key"),
     ("dpo.method=kto2", "dpo.method = 'kto2': Input should be"),
+    ("dpo.loss_type=sigmoidd", "dpo.loss_type = 'sigmoidd': Input should be 'sigmoid', 'hinge'"),
     ("dpo.max_prompt_length=512", "dpo: max_prompt_length (512) must be below max_length (256)"),
     ("dpo.launcher=torchrun", "dpo.launcher = 'torchrun': Input should be 'python' or 'accelerate'"),
     ("dpo.kto.loss_type=sigmoid", "dpo.kto.loss_type = 'sigmoid': Input should be 'kto' or 'apo_zero_unpaired'"),
@@ -132,6 +133,20 @@ def test_help_keeps_the_docstring_layout():
     assert "    python -m stages.dpo" in done.stdout
 
 
+@pytest.mark.parametrize("setting, says", [
+    ("sft.lora.dropout=1.5", "Error: params.yaml: sft.lora.dropout = 1.5: Input should be less than or equal to 1"),
+    ("sft.launcher=accelerate", None),  # with a config that does not exist: named by accelerate's loader
+])
+def test_dvc_s_command_for_a_training_stage_stops_with_one_line_too(tmp_path, setting, says):
+    params = with_setting(setting)
+    params["sft"]["accelerate_config"] = str(tmp_path / "nowhere.yaml")
+    (tmp_path / "params.yaml").write_text(json.dumps(params))
+    done = subprocess.run([sys.executable, "-m", "ladder.launch", "sft"], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(REPO), "PATH": ""})
+    assert done.returncode == 1 and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert done.stderr.strip() == says if says else "nowhere.yaml" in done.stderr
+
+
 def test_a_trainer_key_the_config_class_lacks_stops_the_stage_with_one_line(tmp_path):
     done = run_sft(tmp_path, "sft.trainer.learning_rat=1e-4")
     assert done.returncode == 1
@@ -139,3 +154,31 @@ def test_a_trainer_key_the_config_class_lacks_stops_the_stage_with_one_line(tmp_
         "Error: params.yaml: sft.trainer.learning_rat: unknown key; sft.trainer passes through to SFTConfig, "
         "which has no such argument")
     assert not (tmp_path / "models").exists()
+
+
+def test_a_stage_missing_an_input_dvc_yaml_declares_names_it_in_one_line(tmp_path, write_params):
+    write_params(tmp_path / "params.yaml", {})
+    (tmp_path / "dvc.yaml").write_text((REPO / "dvc.yaml").read_text())
+    for code in ("stages", "ladder"):
+        (tmp_path / code).symlink_to(REPO / code)
+    (tmp_path / "models" / "base").mkdir(parents=True)
+    done = subprocess.run([sys.executable, "-m", "stages.merge"], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PATH": ""})
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines() == [
+        "Error: merge: missing input data/scored/sft.parquet, models/sft, models/dpo, metrics/sft.json, "
+        "metrics/dpo.json (declared in dvc.yaml; `dvc repro merge` makes it first)"]
+
+
+def test_the_dpo_loss_types_are_trls():
+    import inspect
+    import re
+
+    from trl import DPOTrainer
+
+    from ladder.params import DPO_LOSS_TYPES
+
+    listed = re.search(r"Unknown loss type: \{loss_type\}\. Should be one of \[(.*?)\]",
+                       inspect.getsource(DPOTrainer).replace('"\n', "").replace("                    \"", ""), re.S)
+    assert listed, "TRL's DPOTrainer no longer names its loss types where this test reads them"
+    assert set(DPO_LOSS_TYPES) == set(re.findall(r"'(\w+)'", listed.group(1)))
