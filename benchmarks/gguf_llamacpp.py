@@ -29,6 +29,8 @@ import click
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from ladder import paths  # noqa: E402
+
 WARNING = "GENERATION QUALITY WILL BE DEGRADED"
 
 
@@ -148,8 +150,8 @@ def compare_greedy(llm, model, tokenizer, prompts: list[list[dict]], max_new: in
 
 
 @click.command(help=__doc__)
-@click.option("--model", "model_dir", default="models/merged", show_default=True)
-@click.option("--conversations", default="data/clean/conversations.parquet", show_default=True)
+@click.option("--model", "model_dir", default=str(paths.MERGED), show_default=True)
+@click.option("--conversations", default=str(paths.CONVERSATIONS), show_default=True)
 @click.option("--types", default="f32,f16", show_default=True, help="GGUF types to export and compare")
 @click.option("--prompts", "n_prompts", default=0, show_default=True, help="eval prompts to use (0: all)")
 @click.option("--max-new-tokens", default=48, show_default=True, help="inference.sampling.max_new_tokens")

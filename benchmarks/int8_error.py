@@ -30,14 +30,15 @@ def main(conversations: int, thresholds: str) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
+    from ladder import paths
     from ladder.chat import render
     from ladder.quantization import compute_in
     from ladder.fidelity import fidelity
 
     logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
-    tokenizer = AutoTokenizer.from_pretrained("models/merged")
-    reference = AutoModelForCausalLM.from_pretrained("models/merged", dtype=torch.float32).eval()
-    rows = pl.read_parquet("data/scored/sft.parquet").filter(pl.col("split") == "eval").sort("id")
+    tokenizer = AutoTokenizer.from_pretrained(paths.MERGED)
+    reference = AutoModelForCausalLM.from_pretrained(paths.MERGED, dtype=torch.float32).eval()
+    rows = pl.read_parquet(paths.SCORED_SFT).filter(pl.col("split") == "eval").sort("id")
     batches = [tokenizer(render(m, tokenizer), return_tensors="pt", add_special_tokens=False, truncation=True,
                          max_length=256).input_ids for m in rows["messages"].to_list()[:conversations]]
 
@@ -49,7 +50,7 @@ def main(conversations: int, thresholds: str) -> None:
         report(f"{str(dtype)[6:]} rounding", copy.deepcopy(reference).to(dtype).float())
     for threshold in (float(t) for t in thresholds.split(",")):
         config = BitsAndBytesConfig(load_in_8bit=True, llm_int8_threshold=threshold)
-        model = AutoModelForCausalLM.from_pretrained("models/merged", quantization_config=config,
+        model = AutoModelForCausalLM.from_pretrained(paths.MERGED, quantization_config=config,
                                                      dtype=torch.float16, device_map={"": "cpu"})
         report(f"int8 threshold {threshold}", compute_in(model, torch.float32).eval())
     rounded = copy.deepcopy(reference)

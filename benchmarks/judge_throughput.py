@@ -28,11 +28,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 def main(repeats: int, batch_size: int) -> None:
     import torch
 
+    from ladder import paths
     from ladder.judge import load_judge
     from ladder.judge_data import load_arena
 
-    judge = load_judge("models/judge")
-    rows = load_arena("data/clean/arena.parquet", judge.settings["ties"])["eval"]
+    judge = load_judge(paths.JUDGE)
+    rows = load_arena(paths.ARENA, judge.settings["ties"])["eval"]
     long_rows = [{**r, "response_a": (r["response_a"] + " ") * 40, "response_b": (r["response_b"] + " ") * 40}
                  for r in rows]
     print(f"torch threads {torch.get_num_threads()}, max_length {judge.settings['max_length']}, "

@@ -34,21 +34,16 @@ import click
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-INPUTS = {
-    "sft": ["data/scored/sft.parquet", "models/base"],
-    "dpo": ["data/scored/dpo.parquet", "models/base", "models/sft"],
-    "reward": ["data/clean/feedback.parquet", "models/reward_base"],
-    "classifier": ["data/clean/arena.parquet", "data/clean/preferences.parquet", "models/judge_base"],
-    "inference": ["data/clean/conversations.parquet", "models/base", "models/sft", "models/merged", "models/quantized",
-                  "models/judge", "models/judge_base", "models/reward"],
-}
+from ladder import paths  # noqa: E402
+from ladder.stage import declared_inputs  # noqa: E402
+
 # The steps of a short run: enough for a steady step time after the first steps' warm-up.
 SHORT = {"sft": {"trainer": {"max_steps": 8}}, "dpo": {"trainer": {"max_steps": 6}},
          "reward": {"trainer": {"max_steps": 40}}, "classifier": {"trainer": {"max_steps": 60}},
          "inference": {"n_prompts": 24, "models": ["base"]}}
 # (model folder the FLOPs are counted on, FLOPs per token and parameter)
-WORK = {"sft": ("models/base", 4), "dpo": ("models/base", 4), "reward": ("models/reward_base", 6),
-        "classifier": ("models/judge_base", 6)}
+WORK = {"sft": (paths.BASE, 4), "dpo": (paths.BASE, 4), "reward": (paths.REWARD_BASE, 6),
+        "classifier": (paths.JUDGE_BASE, 6)}
 
 
 def matmul_gflops(dtype, size: int, seconds: float = 1.0) -> float:
@@ -82,8 +77,9 @@ def non_embedding_parameters(folder: Path) -> int:
 
 
 def scratch_copy(stage: str, target: Path) -> None:
-    """The stage's inputs, hard-linked (a stage writes its outputs as new files, so the workspace stays as it is)."""
-    for rel in INPUTS[stage]:
+    """The stage's inputs as dvc.yaml declares them, hard-linked (a stage writes its outputs as new files, so the
+    workspace stays as it is); the code runs from the workspace (PYTHONPATH)."""
+    for rel in [d for d in declared_inputs(stage, ROOT / "dvc.yaml") if not d.startswith(("ladder/", "stages/"))]:
         source, dest = ROOT / rel, target / rel
         if not source.exists():
             raise click.ClickException(f"{rel} is missing: run `dvc repro` first")
@@ -117,7 +113,7 @@ def run_stage(stage: str, full: bool, cpu_bf16: str | None = None, settings: tup
         done = subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=work, env=env, capture_output=True, text=True)
         if done.returncode:
             raise click.ClickException(f"stages.{stage} failed:\n{done.stderr[-3000:]}")
-        return json.loads((work / f"metrics/timings/{stage}.json").read_text())
+        return json.loads((work / paths.timings_file(stage)).read_text())
 
 
 def spread(values: list[float]) -> str:
@@ -141,7 +137,7 @@ def main(repeats: int, names: str, full: bool, cpu_bf16: str | None, settings: t
         runs = [run_stage(stage, full, cpu_bf16, settings) for _ in range(repeats)]
         if stage == "inference":
             for model in [m for m in runs[0] if isinstance(runs[0][m], dict)]:
-                n = non_embedding_parameters(ROOT / "models/base")
+                n = non_embedding_parameters(ROOT / paths.BASE)
                 rates = [r[model]["tokens_per_second"] for r in runs]
                 print(f"inference {model:>8}: generated tokens/s {spread(rates)}; 2N={2 * n / 1e6:.0f} MFLOP/token: "
                       f"{2 * n * max(rates) / 1e9 / peak['float32']:.1%} of float32 peak (best)", flush=True)

@@ -25,6 +25,7 @@ import json
 from pathlib import Path
 
 from ladder import paths
+from ladder.lazy import lazy_classes
 from ladder.params import JUDGE_HEADS as HEADS
 
 CONFIG_FILE, HEAD_FILE = "judge.json", "head.safetensors"
@@ -197,10 +198,7 @@ def _modules() -> dict[str, type]:
     return {"RepliesHead": RepliesHead, "PairJudge": PairJudge}
 
 
-def __getattr__(name: str):
-    if name in ("RepliesHead", "PairJudge"):
-        return _modules()[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_classes(__name__, ("RepliesHead", "PairJudge"), _modules)
 
 
 def load_backbone(path: str | Path, quantization: str = "none", cuda: bool = False, bf16: bool = False):

@@ -52,8 +52,6 @@ def load_rows(arena: str | Path, preferences: str | Path, ties: str, share: floa
     return data, dropped
 
 
-
-
 def training_pairs(rows: list[dict], labels: list[str], swap: bool, identical: float = 0.0,
                    identical_label: str = "each") -> list[tuple[str, str, str, int]]:
     """(prompt, first, second, label) per row, and the swapped copy with the label flipped when `swap`.

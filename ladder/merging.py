@@ -5,7 +5,6 @@ model card saved with it (the merge stage's docstring says why the parity check 
 from __future__ import annotations
 
 import contextlib
-import json
 from pathlib import Path
 
 from ladder.params import DTYPES, PARITY_DTYPES
@@ -19,8 +18,6 @@ def sft_merged(base: str | Path, sft: str | Path, dtype, **load):
 
     model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, **load)
     return PeftModel.from_pretrained(model, sft).merge_and_unload()
-
-
 
 
 def stacked(base: str | Path, sft: str | Path, dpo: str | Path):
@@ -78,24 +75,3 @@ def max_logit_difference(reference, candidate, tokenizer, conversations: list[li
     expected = logits_in(reference, tokenizer, conversations, dtype)
     got = logits_in(candidate, tokenizer, conversations, dtype)
     return max(float((a - b).abs().max()) for a, b in zip(expected, got))
-
-
-def model_card(fetch: dict, sft: dict, dpo: dict, merge: dict, metrics: dict) -> str:
-    """What the model is made of and how it scored: the data, the params, the headline numbers; no secrets
-    (nothing from the environment is read here)."""
-    sources = ", ".join(f"{name} ({spec['format']})" for name, spec in fetch["sources"].items())
-    lines = [
-        "# ladder chat model", "",
-        f"Base model: `{fetch['base_model']}`" + (f" @ `{fetch['base_revision']}`" if fetch.get("base_revision") else ""),
-        f"Data sources: {sources}.", "",
-        "Made by the ladder pipeline: LoRA SFT on reward-filtered conversations, then preference tuning from the",
-        "SFT model, both adapters merged into this standalone model.", "",
-        "## Settings", "",
-        f"- SFT: chat template `{sft['chat_template']}`, max length {sft['max_length']}, LoRA {json.dumps(sft['lora'])},"
-        f" trainer {json.dumps(sft['trainer'])}",
-        f"- Preference tuning: method `{dpo['method']}`, loss `{dpo['loss_type']}`, beta {dpo['beta']},"
-        f" LoRA {json.dumps(dpo['lora'])}, trainer {json.dumps(dpo['trainer'])}",
-        f"- Merged in float32, saved as `{merge['dtype']}`; generation defaults {json.dumps(merge['generation'])}", "",
-        "## Metrics", "",
-        *[f"- {stage}: {json.dumps(values)}" for stage, values in metrics.items()], ""]
-    return "\n".join(lines)

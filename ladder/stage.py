@@ -33,10 +33,9 @@ class StageCommand(click.Command):
             formatter.write(f"{'':{formatter.current_indent + 2}}{line}\n" if line.strip() else "\n")
 
 
-def missing_inputs(name: str, dvc_yaml: Path = Path("dvc.yaml")) -> list[str]:
-    """The deps dvc.yaml declares for stage `name` that are not on disk: an input a stage run alone lacks would
-    otherwise surface deep inside a library (transformers takes a missing model folder for a hub id). None where
-    there is no dvc.yaml (a stage run on its own files, as the tests do) or the stage is a foreach template."""
+def declared_inputs(name: str, dvc_yaml: Path = Path("dvc.yaml")) -> list[str]:
+    """The deps dvc.yaml declares for stage `name`, code included; none where there is no dvc.yaml (a stage run on
+    its own files, as the tests do) or the stage is a foreach template (its deps are templated)."""
     if not dvc_yaml.is_file():
         return []
     from ruamel.yaml import YAML
@@ -44,7 +43,13 @@ def missing_inputs(name: str, dvc_yaml: Path = Path("dvc.yaml")) -> list[str]:
     body = (YAML(typ="safe", pure=True).load(dvc_yaml.read_text(encoding="utf-8")) or {}).get("stages", {}).get(name)
     if not body or "do" in body:
         return []
-    return [d for d in body.get("deps", []) if isinstance(d, str) and "${" not in d and not Path(d).exists()]
+    return [d for d in body.get("deps", []) if isinstance(d, str) and "${" not in d]
+
+
+def missing_inputs(name: str, dvc_yaml: Path = Path("dvc.yaml")) -> list[str]:
+    """The inputs of stage `name` that are not on disk: one a stage run alone lacks would otherwise surface deep
+    inside a library (transformers takes a missing model folder for a hub id)."""
+    return [d for d in declared_inputs(name, dvc_yaml) if not (dvc_yaml.parent / d).exists()]
 
 
 def stage(name: str, hardware: Callable[[str, dict], dict] | None = None, section: str | None = None) -> Callable:

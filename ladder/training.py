@@ -14,6 +14,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from ladder.lazy import lazy_classes
 from ladder.params import CPU_BF16_CHOICES
 
 log = logging.getLogger("ladder.training")
@@ -319,7 +320,4 @@ def _callbacks() -> dict[str, type]:
     return {"LiveCallback": LiveCallback, "StopAfter": StopAfter}
 
 
-def __getattr__(name: str):
-    if name in ("LiveCallback", "StopAfter"):
-        return _callbacks()[name]
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__getattr__ = lazy_classes(__name__, ("LiveCallback", "StopAfter"), _callbacks)

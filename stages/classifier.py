@@ -39,6 +39,8 @@ from ladder.stage import stage
 from ladder.training import stage_hardware
 
 log = logging.getLogger("ladder.classifier")
+
+
 @stage("classifier", hardware=stage_hardware)
 def main(all_params: dict, hw: dict) -> None:
     from transformers import AutoTokenizer, TrainingArguments

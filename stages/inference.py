@@ -3,7 +3,8 @@ controls on every prompt, and every reply against itself; the reward model score
 
 Reads   data/clean/conversations.parquet (eval split), the models named in `inference.models` (base, sft,
         merged, int8, nf4, gguf-f16, gguf-q8_0), models/judge (+ models/judge_base), models/reward, params
-        `inference` (models, controls, n_prompts, seed, backend, sampling, best_of, batch_size), `reward.max_length`.
+        `inference` (models, controls, n_prompts, seed, backend, sampling, best_of, batch_size), `reward.max_length`
+        and `reward.score_batch_size` (scoring replies), `classifier.eval_batch_size` (judging them).
 Writes  data/generations/prompts.parquet (prompt_id, source, messages, reference),
         data/generations/responses.parquet (prompt_id, model, control, reply, reward, samples),
         data/generations/judgments.parquet (prompt_id, model_a, model_b, p_a / p_b / p_tie with swap TTA,
@@ -93,9 +94,10 @@ def main(all_params: dict, hw: dict) -> None:
     same = identical_rows(responses, prompts)
     start = time.perf_counter()
     judge = load_judge(paths.JUDGE, paths.JUDGE_BASE, hw["cuda"], hw["bf16"])
-    judged = judge.score(rows, batch_size=all_params["classifier"]["eval_batch_size"])
+    judge_batch = all_params["classifier"]["eval_batch_size"]
+    judged = judge.score(rows, batch_size=judge_batch)
     timings["judge_pairs_per_second"] = round(len(rows) / max(time.perf_counter() - start, 1e-9), 1)
-    first = judge.score(same, tta=False, batch_size=all_params["classifier"]["eval_batch_size"])  # one order only: the position bias TTA would average away
+    first = judge.score(same, tta=False, batch_size=judge_batch)  # one order only: the bias TTA would average away
     write_parquet(pl.DataFrame(
         [{"prompt_id": p["prompt_id"], "source": p["source"], "messages": p["messages"], "reference": p["reference"]}
          for p in prompts],

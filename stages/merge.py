@@ -2,7 +2,7 @@
 
 Reads   models/base, models/sft, models/dpo, metrics/{sft,dpo}.json, data/scored/sft.parquet (eval conversations
         for the parity check), params `merge` (dtype, parity_dtype, parity_conversations, generation) and, for the model
-        card, `fetch.base_model`, `sft`, `dpo`.
+        card, `fetch.base_model`, `fetch.base_revision`, `fetch.sources`, `sft`, `dpo`.
 Writes  models/merged (weights in merge.dtype, tokenizer with the training chat template, generation_config.json
         with the serving settings, README.md model card), metrics/merge.json (max |logit difference| between the
         merged model and base + adapters, both computed in merge.parity_dtype), metrics/timings/merge.json.
@@ -24,10 +24,13 @@ import logging
 import time
 
 from ladder import paths
-from ladder.merging import max_logit_difference, merged_from, model_card, stacked
+from ladder.merging import max_logit_difference, merged_from, stacked
+from ladder.model_card import model_card
 from ladder.stage import stage
 
 log = logging.getLogger("ladder.merge")
+
+
 @stage("merge")
 def main(params: dict) -> None:
     import polars as pl

@@ -1,8 +1,8 @@
 """reward: train a reward model on thumbs-up feedback, and measure it on the eval split.
 
 Reads   data/clean/feedback.parquet, models/reward_base (the reward model's own backbone, not the judge's),
-        params `reward` (objective, max_length, lora, seed, trainer: passed through to
-        transformers.TrainingArguments).
+        params `reward` (objective, max_length, lora, seed, score_batch_size, cpu_bf16, launcher,
+        accelerate_config, trainer: passed through to transformers.TrainingArguments).
 Writes  models/reward (a plain sequence-classification model + reward_objective.json), metrics/reward.json,
         dvclive/reward/ (training curves), metrics/timings/reward.json.
 

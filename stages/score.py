@@ -29,10 +29,13 @@ import polars as pl
 
 from ladder import paths
 from ladder.holdout import judge_holdout
+from ladder.records import SCHEMAS, require_columns
 from ladder.reward_filter import histograms, keep_mask, self_pairs, summary
 from ladder.stage import stage
 
 log = logging.getLogger("ladder.score")
+
+
 @stage("score")
 def main(all_params: dict) -> None:
     from ladder.io import atomic_path, write_json, write_parquet
@@ -40,11 +43,11 @@ def main(all_params: dict) -> None:
 
     params, chat_template = all_params["reward"], all_params["sft"]["chat_template"]
     share = all_params["classifier"]["preference_share"]
-    scorer = Scorer(paths.REWARD, params["max_length"], params["score_batch_size"])
     conversations = pl.read_parquet(paths.CONVERSATIONS)
     pairs = pl.read_parquet(paths.PREFERENCES)
     require_columns(conversations, SCHEMAS["conversations"], paths.CONVERSATIONS)
     require_columns(pairs, SCHEMAS["preferences"], paths.PREFERENCES)
+    scorer = Scorer(paths.REWARD, params["max_length"], params["score_batch_size"])
     start = time.perf_counter()
     conversations = conversations.with_columns(pl.Series("score", scorer.score_conversations(
         conversations["messages"].to_list()), dtype=pl.Float64))

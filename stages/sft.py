@@ -1,7 +1,8 @@
 """sft: LoRA supervised fine-tuning of the base chat model on the scored conversations (TRL SFTTrainer).
 
-Reads   data/scored/sft.parquet, models/base, params `sft` (chat_template, max_length, learn_greeting, packing, seed, lora,
-        trainer: passed through to trl.SFTConfig).
+Reads   data/scored/sft.parquet, models/base, params `sft` (chat_template, max_length, learn_greeting, packing,
+        cpu_bf16, eval_conversations, seed, lora, launcher, accelerate_config, trainer: passed through to
+        trl.SFTConfig).
 Writes  models/sft (the LoRA adapter, the tokenizer and the exact chat template trained with),
         metrics/sft.json (eval loss of the base model and of the tuned one), dvclive/sft/ (curves),
         metrics/timings/sft.json (tokens/s). Resume checkpoints: checkpoints/sft (git- and dvc-ignored).
@@ -26,6 +27,8 @@ from ladder.training import stage_hardware
 from ladder.supervised import CHECKPOINTS, load_conversations, train
 
 log = logging.getLogger("ladder.sft")
+
+
 @stage("sft", hardware=stage_hardware)
 def main(all_params: dict, hw: dict) -> None:
     from trl import SFTConfig

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from ladder.models import load_bundled_chat_tokenizer, materialize
-from ladder.merging import computed_in, logits_in, max_logit_difference, merged_from, model_card, stacked
+from ladder.merging import computed_in, logits_in, max_logit_difference, merged_from, stacked
+from ladder.model_card import model_card
 
 CONVERSATIONS = [[{"role": "user", "content": f"Hello {i}?"}, {"role": "assistant", "content": f"Hi {i}!"}]
                  for i in range(3)]
@@ -83,3 +84,17 @@ def test_model_card_names_data_params_and_metrics_and_no_secret(monkeypatch):
                       {"sft": {"eval_loss": 2.5}, "dpo": {"reward_accuracy": 0.75}})
     assert "tiny:llama" in card and "chai (chai_feedback)" in card and "0.75" in card and "2.5" in card
     assert "hf_do_not_print_me" not in card
+
+
+@pytest.mark.parametrize("dpo, says, not_says", [
+    ({"method": "dpo", "loss_type": "ipo"}, '`dpo` {"loss_type": ["ipo"]}', "kto"),
+    ({"method": "kto", "loss_type": "sigmoid", "kto": {"loss_type": "kto", "desirable_weight": 1.0}},
+     '`kto` {"loss_type": "kto", "desirable_weight": 1.0}', "sigmoid"),
+])
+def test_model_card_names_the_preference_methods_own_settings(dpo, says, not_says):
+    card = model_card({"sources": {}, "base_model": "tiny:llama"},
+                      {"chat_template": "base", "max_length": 64, "lora": {}, "trainer": {}},
+                      dpo | {"beta": 0.1, "simpo_gamma": 0.5, "lora": {}, "trainer": {}},
+                      {"dtype": "float32", "generation": {}}, {})
+    line = next(line for line in card.splitlines() if line.startswith("- Preference tuning"))
+    assert says in line and not_says not in line

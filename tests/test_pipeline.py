@@ -153,32 +153,35 @@ def queue_finished(project: Path) -> bool:
     return not re.search(r"\b(Queued|Running)\b", status)
 
 
-def test_queued_experiments_run_two_at_a_time_and_rerun_only_the_judge_side(project):
-    rates = ("1e-3", "4e-3")
-    for rate in rates:
-        run(["dvc", "exp", "run", "--queue", "-n", f"lr-{rate}", "-S", f"classifier.trainer.learning_rate={rate}"],
-            project)
+def test_queued_experiments_run_two_at_a_time_each_rerunning_what_its_setting_reaches(project):
+    """A judge setting and the KTO preference method (one entry of ladder/preference.py, one setting here), queued
+    and run side by side: each reruns what reads its setting and nothing upstream, and carries its own metrics."""
+    settings = {"lr": "classifier.trainer.learning_rate=4e-3", "kto": "dpo.method=kto"}
+    for name, setting in settings.items():
+        run(["dvc", "exp", "run", "--queue", "-n", name, "-S", setting], project)
     run(["dvc", "queue", "start", "-j", "2"], project)
     deadline = time.monotonic() + 600
     while not queue_finished(project):
         assert time.monotonic() < deadline, run(["dvc", "queue", "status"], project)
         time.sleep(3)
     status = run(["dvc", "queue", "status"], project)
-    assert status.count("Success") == len(rates), status
-    for rate in rates:  # a judge setting reruns the judge and what reads it, nothing upstream
-        assert ran(run(["dvc", "queue", "logs", f"lr-{rate}"], project)) == {"classifier", "inference", "metrics"}
-    shown = run(["dvc", "exp", "show", "--md", "--no-pager", "--only-changed"], project)
-    lines = shown.splitlines()
-    header = [c.strip() for c in lines[0].strip("|").split("|")]
-    rows = {rate: [c.strip() for c in next(line for line in lines if f"lr-{rate}" in line).strip("|").split("|")]
-            for rate in rates}
-    # log loss, not accuracy: after two steps the three judges may well pick the same labels on a few eval rows
-    assert "classifier.trainer.learning_rate" in header and "log_loss_tta" in header, header
-    assert {float(rows[r][header.index("classifier.trainer.learning_rate")]) for r in rates} == {1e-3, 4e-3}
-    # each experiment carries the judge metrics of its own run
-    judged = [header.index(c) for c in header if c.startswith(("accuracy", "log_loss"))]
-    assert len({tuple(rows[r][i] for i in judged) for r in rates}) == len(rates)
-    assert all(re.fullmatch(r"\d+\.\d+", rows[r][header.index("log_loss_tta")]) for r in rates)
+    assert status.count("Success") == len(settings), status
+    assert ran(run(["dvc", "queue", "logs", "lr"], project)) == {"classifier", "inference", "metrics"}
+    assert ran(run(["dvc", "queue", "logs", "kto"], project)) == {"dpo", "merge", "quantize", "inference", "metrics"}
+    shown = subprocess.run([sys.executable, "-m", "dvc", "exp", "show", "--json"], cwd=project, capture_output=True,
+                           text=True, check=True)
+    runs = {rev["name"]: rev["data"] for baseline in json.loads(shown.stdout)
+            for exp in baseline.get("experiments") or [] for rev in exp["revs"] if rev.get("name") in settings}
+    assert set(runs) == set(settings), list(runs)
+    judge = {name: runs[name]["metrics"]["metrics/judge.json"]["data"] for name in settings}
+    evals = {name: runs[name]["metrics"]["metrics/eval.json"]["data"]["stages"] for name in settings}
+    assert runs["lr"]["params"]["params.yaml"]["data"]["classifier"]["trainer"]["learning_rate"] == 4e-3
+    # the lr run trained its own judge; the kto run kept the baseline's judge and trained KTO instead of DPO
+    assert judge["lr"]["log_loss_tta"] != judge["kto"]["log_loss_tta"]
+    assert set(evals["kto"]["kto"]) == {"reward_margin", "kl"} and "dpo" not in evals["kto"]
+    assert all(math.isfinite(v) for v in evals["kto"]["kto"].values())
+    assert "dpo" in evals["lr"] and "kto" not in evals["lr"]
+    assert runs["kto"]["metrics"]["metrics/dpo.json"]["data"]["method"] == "kto"
 
 
 def test_another_judge_backbone_reruns_only_the_judge_side(project):
