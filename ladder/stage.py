@@ -4,8 +4,7 @@
     def main(params: dict, hw: dict) -> None: ...
 
 gives the stage a `--params FILE` option and, before its body runs: logging, params.yaml read and checked
-against its schemas (ladder.params), every input dvc.yaml declares for the stage present (missing_inputs),
-and with `hardware` the device choice logged with the process's rank and the section's cpu_bf16 choice
+against its schemas (ladder.params), and with `hardware` the device choice logged with the process's rank and the section's cpu_bf16 choice
 (ladder.training.stage_hardware). An InputError (a missing file or column, a bad param) or a missing file ends
 the stage with one line and exit status 1; any other error is a bug and keeps its traceback. `--help` prints
 the stage module's docstring as written.
@@ -34,8 +33,8 @@ class StageCommand(click.Command):
 
 
 def declared_inputs(name: str, dvc_yaml: Path = Path("dvc.yaml")) -> list[str]:
-    """The deps dvc.yaml declares for stage `name`, code included; none where there is no dvc.yaml (a stage run on
-    its own files, as the tests do) or the stage is a foreach template (its deps are templated)."""
+    """The deps dvc.yaml declares for stage `name`, code included (benchmarks/throughput.py copies a stage's inputs by
+    them); none where there is no dvc.yaml or the stage is a foreach template (its deps are templated)."""
     if not dvc_yaml.is_file():
         return []
     from ruamel.yaml import YAML
@@ -44,12 +43,6 @@ def declared_inputs(name: str, dvc_yaml: Path = Path("dvc.yaml")) -> list[str]:
     if not body or "do" in body:
         return []
     return [d for d in body.get("deps", []) if isinstance(d, str) and "${" not in d]
-
-
-def missing_inputs(name: str, dvc_yaml: Path = Path("dvc.yaml")) -> list[str]:
-    """The inputs of stage `name` that are not on disk: one a stage run alone lacks would otherwise surface deep
-    inside a library (transformers takes a missing model folder for a hub id)."""
-    return [d for d in declared_inputs(name, dvc_yaml) if not (dvc_yaml.parent / d).exists()]
 
 
 def stage(name: str, hardware: Callable[[str, dict], dict] | None = None, section: str | None = None) -> Callable:
@@ -65,10 +58,6 @@ def stage(name: str, hardware: Callable[[str, dict], dict] | None = None, sectio
             logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
             try:
                 params = load_params(params_file)
-                missing = missing_inputs(name)
-                if missing:
-                    raise InputError(f"{name}: missing input {', '.join(missing)} (declared in dvc.yaml; "
-                                     f"`dvc repro {name}` makes it first)")
                 if hardware:
                     options["hw"] = hardware(name, params[section or name])
                 return fn(params, **options)

@@ -125,6 +125,21 @@ def test_a_missing_input_file_is_one_line_too(tmp_path, write_params):
         "Error: data/generations/prompts.parquet is missing: rerun the inference stage"]
 
 
+def test_a_missing_column_is_one_line_before_any_model_loads(tmp_path, write_params):
+    import polars as pl
+
+    write_params(tmp_path / "params.yaml", {})
+    (tmp_path / "data/clean").mkdir(parents=True)
+    pl.DataFrame({"id": ["c1"], "source": ["chai"]}).write_parquet(tmp_path / "data/clean/conversations.parquet")
+    pl.DataFrame({"id": ["p1"]}).write_parquet(tmp_path / "data/clean/preferences.parquet")
+    done = subprocess.run([sys.executable, "-m", "stages.score"], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(REPO), "PATH": ""})
+    assert done.returncode == 1  # models/reward is not there either: the column check came first
+    assert done.stderr.strip().splitlines()[-1].startswith(
+        "Error: data/clean/conversations.parquet: columns 'row', 'messages', ")
+    assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+
+
 def test_help_keeps_the_docstring_layout():
     done = subprocess.run([sys.executable, "-m", "stages.dpo", "--help"], cwd=REPO, capture_output=True, text=True)
     lines = done.stdout.splitlines()
@@ -154,20 +169,6 @@ def test_a_trainer_key_the_config_class_lacks_stops_the_stage_with_one_line(tmp_
         "Error: params.yaml: sft.trainer.learning_rat: unknown key; sft.trainer passes through to SFTConfig, "
         "which has no such argument")
     assert not (tmp_path / "models").exists()
-
-
-def test_a_stage_missing_an_input_dvc_yaml_declares_names_it_in_one_line(tmp_path, write_params):
-    write_params(tmp_path / "params.yaml", {})
-    (tmp_path / "dvc.yaml").write_text((REPO / "dvc.yaml").read_text())
-    for code in ("stages", "ladder"):
-        (tmp_path / code).symlink_to(REPO / code)
-    (tmp_path / "models" / "base").mkdir(parents=True)
-    done = subprocess.run([sys.executable, "-m", "stages.merge"], cwd=tmp_path, capture_output=True, text=True,
-                          env={"PATH": ""})
-    assert done.returncode == 1
-    assert done.stderr.strip().splitlines() == [
-        "Error: merge: missing input data/scored/sft.parquet, models/sft, models/dpo, metrics/sft.json, "
-        "metrics/dpo.json (declared in dvc.yaml; `dvc repro merge` makes it first)"]
 
 
 def test_the_dpo_loss_types_are_trls():
