@@ -14,6 +14,7 @@ import logging
 import random
 from pathlib import Path
 
+from ladder.errors import InputError
 from ladder.params import CONTROLS
 
 log = logging.getLogger("ladder.controls")
@@ -74,7 +75,7 @@ def shuffled_replies(prompts: list[dict], pool: list[dict], seed: int) -> list[s
         if not others:
             others = [q for q in pool if q["prompt_id"] != prompts[i]["prompt_id"]]
             if not others:
-                raise ValueError("the shuffled control needs at least two eval conversations")
+                raise InputError("the shuffled control needs at least two eval conversations")
             log.warning("source %s has one eval conversation: its shuffled control borrows the reply of "
                         "another source's conversation", source)
         out[i] = rng.choice(others)["reference"]

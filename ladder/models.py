@@ -18,6 +18,8 @@ import shutil
 from fnmatch import fnmatch
 from pathlib import Path
 
+from ladder.errors import InputError
+
 SMOLLM2 = "bundled:smollm2-135m-instruct"
 MINILM = "bundled:all-minilm-l6-v2"
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -78,7 +80,7 @@ def tiny_model(kind: str, seed: int = 0, tokenizer=None, **overrides):
                                "pad_token_id": tokenizer.pad_token_id, **overrides})
         model_class = BertModel
     else:
-        raise ValueError(f"unknown tiny model 'tiny:{kind}'; use tiny:llama or tiny:bert")
+        raise InputError(f"unknown tiny model 'tiny:{kind}'; use tiny:llama or tiny:bert")
     torch.manual_seed(seed)
     return model_class(config), tokenizer
 
@@ -115,7 +117,7 @@ def _hub(spec: str, revision: str | None, target: Path, token: str | None) -> No
     from huggingface_hub import snapshot_download
 
     if not revision:
-        raise ValueError(f"hub model {spec!r} needs a pinned revision (a commit hash) in params")
+        raise InputError(f"hub model {spec!r} needs a pinned revision (a commit hash) in params")
     snapshot = Path(snapshot_download(spec, revision=revision, token=token, allow_patterns=HUB_PATTERNS))
     if not any(snapshot.glob("*.safetensors")):
         raise FileNotFoundError(f"hub model {spec}@{revision} has no .safetensors weights")
@@ -143,7 +145,7 @@ def materialize(spec: str, target: str | Path, revision: str | None = None, seed
             model, tokenizer = tiny_model(spec.removeprefix("tiny:"), seed=seed)
             _save(model, tokenizer, tmp)
         elif spec.startswith("bundled:"):
-            raise ValueError(f"unknown bundled model {spec!r}; known: {SMOLLM2}, {MINILM}")
+            raise InputError(f"unknown bundled model {spec!r}; known: {SMOLLM2}, {MINILM}")
         else:
             _hub(spec, revision, tmp, token)
         (tmp / SOURCE_FILE).write_text(json.dumps(model_identity(spec, revision, seed), sort_keys=True) + "\n")

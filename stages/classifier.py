@@ -4,7 +4,8 @@ responses people preferred; measured on the eval split with and without swap tes
 Reads   data/clean/arena.parquet, data/clean/preferences.parquet (when preference_share > 0),
         models/judge_base, params `classifier` (preference_share, max_length, field_budget, head, head_dropout,
         ties, swap_augment, identical_pairs, identical_label, rejected_ties, quantization, lora, seed, cpu_bf16,
-        eval_batch_size, trainer: passed through to transformers.TrainingArguments).
+        eval_batch_size, launcher, accelerate_config, trainer: passed through to
+        transformers.TrainingArguments).
 Writes  models/judge (adapter + head + tokenizer + judge.json; ladder.judge.load_judge reads it),
         metrics/judge.json, plots/judge/{calibration,confusion}.json, dvclive/classifier/ (curves),
         metrics/timings/classifier.json (train time, pairs/s).

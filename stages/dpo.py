@@ -2,7 +2,8 @@
 DPOTrainer (any DPO loss type), SimPO and ORPO through TRL's CPO / ORPO trainers, KTO through KTOTrainer.
 
 Reads   data/scored/dpo.parquet, models/base, models/sft, params `dpo` (method, loss_type, beta, max_prompt_length,
-        max_length, eval_pairs, seed, simpo_gamma, kto, lora, trainer: passed through to the TRL config).
+        max_length, eval_pairs, seed, simpo_gamma, kto, lora, cpu_bf16, launcher, accelerate_config, trainer:
+        passed through to the TRL config).
 Writes  models/dpo (a new LoRA adapter over base + SFT merged, the tokenizer and chat template),
         metrics/dpo.json (the method, pair counts, steps, train loss and the eval figures the method declares: reward
         accuracy and margin for dpo, simpo and orpo; desirable and undesirable rewards, their margin and the KL

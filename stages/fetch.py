@@ -1,7 +1,8 @@
 """fetch: bring one data source or one starting model into the pipeline.
 
 Reads   params.yaml `fetch` (sources: a local `path` or a `hub` id + pinned `revision` [+ `split`];
-        base_model / judge_model / reward_model with their revisions), HF_TOKEN from the environment or .env.
+        base_model / judge_model / reward_model with their revisions, seed for tiny models), HF_TOKEN from the
+        environment or .env.
 Writes  data/raw/<source>.parquet with the source's own columns (one DVC stage per source), or
         models/base (the chat model), models/judge_base (the judge's backbone) and models/reward_base (the
         reward model's backbone) as plain transformers folders (safetensors, tokenizer, chat template) with
