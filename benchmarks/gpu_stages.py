@@ -1,7 +1,8 @@
 """Benchmark: every stage's `main` run as the pipeline runs it, on this machine's GPU, timed, and its throughput
 set beside the committed CPU run's (metrics/timings/*.json and dvclive/ of this checkout).
 
-Run by hand from the checkout (no dvc needed, nothing in the checkout is written):
+Run by hand from the checkout (no dvc needed, nothing in the checkout is written), on a machine with a CUDA GPU
+(`--cpu` to run it without one):
     python benchmarks/gpu_stages.py                       # --models smoke
     python benchmarks/gpu_stages.py --models smoke,shapes --json gpu_stages.json
     python benchmarks/gpu_stages.py --models shapes --data-from /tmp/ladder-gpu/smoke   # reuse fetch + clean
@@ -375,8 +376,16 @@ def report(results: dict) -> None:
               help="Comma-separated dvc.yaml stages to run, in this order (default: all, in dvc.yaml's order).")
 @click.option("--data-from", type=click.Path(path_type=Path, exists=True, file_okay=False), default=None,
               help="A mode folder of an earlier run: take its data/raw and data/clean, skip fetch@* and clean.")
+@click.option("--cpu", "on_cpu", is_flag=True,
+              help="Run without a GPU too (to try the script before a GPU run): its first figure, the fetch stages' "
+                   "time, then comes after minutes, not seconds.")
 def main(modes: str, work: Path | None, settings: tuple[str, ...], peak_tflops: float, json_out: Path | None,
-         stage_list: str | None, data_from: Path | None) -> None:
+         stage_list: str | None, data_from: Path | None, on_cpu: bool) -> None:
+    import torch
+
+    if not torch.cuda.is_available() and not on_cpu:
+        raise click.ClickException("no CUDA GPU here: this benchmark measures the stages on a GPU "
+                                   "(benchmarks/throughput.py measures them on the CPU; --cpu runs this one anyway)")
     chosen = [m.strip() for m in modes.split(",") if m.strip()]
     unknown = set(chosen) - set(MODES)
     if unknown:

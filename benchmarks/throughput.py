@@ -2,13 +2,17 @@
 
 Run by hand after `dvc repro` (the stages read the pipeline's own inputs: models/base, data/scored, ...):
     python benchmarks/throughput.py [--repeats 3] [--stages sft,dpo,reward,classifier,inference] [--full]
-                                    [--cpu-bf16 auto|on|off] [--set sft.packing=true ...]
+                                    [--cpu-bf16 auto|on|off] [--set sft.packing=true ...] [--timeout 900]
 
-1. Peaks: float32 and bfloat16 matrix products (square, 1024 to 4096) on torch's threads, best of `repeats`.
+1. Peaks: matrix products (square, 512 to 4096) on torch's threads, best of `repeats`, in float32 and in bfloat16
+   only where a stage run here computes in it (cpu_bf16: `auto` takes it only on a CPU with native bfloat16;
+   elsewhere oneDNN emulates it at a few GFLOP/s). A size is not tried once a product of the size before took
+   over a second, so each peak is printed within seconds on any CPU.
 2. Each stage runs as `python -m stages.<name>` in a scratch folder (its inputs hard-linked from the workspace,
    whose outputs it never touches), on the default params with the steps cut short unless --full:
    sft 8 steps, dpo 6, reward 40, classifier 60, inference 24 prompts of the base model. Train tokens/s comes
    from the stage's timing file (real tokens, padding not counted), `repeats` times; best and median printed.
+   A run that takes over `timeout` seconds is stopped and reported as such.
 3. Model FLOP/s = k * N * tokens/s, as a fraction of each peak: k = 4 for LoRA (forward, and the backward to
    the activations through frozen weights), 6 for full fine-tuning, 2 for generation. N counts the weights of
    the matrix products of every token, the non-embedding parameters (an LM head, tied to the embeddings or not,
@@ -46,23 +50,49 @@ WORK = {"sft": (paths.BASE, 4), "dpo": (paths.BASE, 4), "reward": (paths.REWARD_
         "classifier": (paths.JUDGE_BASE, 6)}
 
 
-def matmul_gflops(dtype, size: int, seconds: float = 1.0) -> float:
+SIZES = (512, 1024, 2048, 4096)
+SLOW_PRODUCT_SECONDS = 1.0  # a product slower than this stops the sizes from growing
+
+
+def matmul_gflops(dtype, size: int, seconds: float = 1.0) -> tuple[float, float]:
+    """(GFLOP/s of size x size products over about `seconds`, seconds the first timed product took)."""
     import torch
 
     a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
-    torch.mm(a, b)
+    torch.mm(a, b)  # warm-up: oneDNN picks and caches its kernel
     count, start = 0, time.perf_counter()
+    first = None
     while time.perf_counter() - start < seconds:
         torch.mm(a, b)
         count += 1
-    return 2 * size ** 3 * count / (time.perf_counter() - start) / 1e9
+        first = first or time.perf_counter() - start
+    return 2 * size ** 3 * count / (time.perf_counter() - start) / 1e9, first
 
 
-def peaks(repeats: int) -> dict[str, float]:
-    import torch
+def peak(dtype, repeats: int) -> float:
+    """The best GFLOP/s over SIZES (growing while a product stays under SLOW_PRODUCT_SECONDS) and `repeats`."""
+    best = 0.0
+    for size in SIZES:
+        rates, first = zip(*(matmul_gflops(dtype, size) for _ in range(repeats)))
+        best = max(best, *rates)
+        if min(first) > SLOW_PRODUCT_SECONDS:
+            break
+    return best
 
-    return {name: max(matmul_gflops(dtype, size) for size in (1024, 2048, 4096) for _ in range(repeats))
-            for name, dtype in (("float32", torch.float32), ("bfloat16", torch.bfloat16))}
+
+def stage_precisions(names: list[str], cpu_bf16: str | None) -> dict[str, str]:
+    """What each training stage among `names` computes in on this CPU with its cpu_bf16 param (or `cpu_bf16`):
+    bfloat16 (autocast) or float32, as ladder.training decides it when the stage runs."""
+    from ruamel.yaml import YAML
+
+    from ladder.training import cpu_autocast
+
+    params = YAML(typ="safe", pure=True).load((ROOT / "params.yaml").read_text())
+    out = {}
+    for stage in [n for n in names if n in WORK]:
+        on, _ = cpu_autocast(cpu_bf16 or params[stage]["cpu_bf16"], {"cuda": False})
+        out[stage] = "bfloat16" if on else "float32"
+    return out
 
 
 def non_embedding_parameters(folder: Path) -> int:
@@ -90,8 +120,9 @@ def scratch_copy(stage: str, target: Path) -> None:
             os.link(source, dest)
 
 
-def run_stage(stage: str, full: bool, cpu_bf16: str | None = None, settings: tuple[str, ...] = ()) -> dict:
-    """One run of the stage in a fresh scratch folder; its timing file."""
+def run_stage(stage: str, full: bool, cpu_bf16: str | None = None, settings: tuple[str, ...] = (),
+              timeout: float | None = None) -> dict | None:
+    """One run of the stage in a fresh scratch folder; its timing file (None when it ran over `timeout` seconds)."""
     from ruamel.yaml import YAML
 
     from ladder.recipes import assign, merge
@@ -110,7 +141,11 @@ def run_stage(stage: str, full: bool, cpu_bf16: str | None = None, settings: tup
         with open(work / "params.yaml", "w") as f:
             yaml.dump(params, f)
         env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-        done = subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=work, env=env, capture_output=True, text=True)
+        try:
+            done = subprocess.run([sys.executable, "-m", f"stages.{stage}"], cwd=work, env=env, capture_output=True,
+                                  text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None
         if done.returncode:
             raise click.ClickException(f"stages.{stage} failed:\n{done.stderr[-3000:]}")
         return json.loads((work / paths.timings_file(stage)).read_text())
@@ -127,31 +162,49 @@ def spread(values: list[float]) -> str:
 @click.option("--cpu-bf16", type=click.Choice(["auto", "on", "off"]), default=None,
               help="the training stages' cpu_bf16 (default: each stage's own in params.yaml)")
 @click.option("--set", "settings", multiple=True, help="a param for the stages run, e.g. --set sft.packing=true")
-def main(repeats: int, names: str, full: bool, cpu_bf16: str | None, settings: tuple[str, ...]) -> None:
+@click.option("--timeout", default=900.0, show_default=True, help="seconds a stage run may take before it is stopped")
+def main(repeats: int, names: str, full: bool, cpu_bf16: str | None, settings: tuple[str, ...], timeout: float) -> None:
     import torch
 
-    peak = peaks(repeats)
-    print(f"{torch.get_num_threads()} threads; matmul peak GFLOP/s: float32 {peak['float32']:.1f}, "
-          f"bfloat16 {peak['bfloat16']:.1f}", flush=True)
-    for stage in names.split(","):
-        runs = [run_stage(stage, full, cpu_bf16, settings) for _ in range(repeats)]
+    from ladder.training import cpu_bf16_flags
+
+    stages = names.split(",")
+    precisions = stage_precisions(stages, cpu_bf16)
+    print(f"{torch.get_num_threads()} threads; native bfloat16: {', '.join(cpu_bf16_flags()) or 'none'}; "
+          f"stages compute in {precisions}", flush=True)
+    peaks = {"float32": peak(torch.float32, repeats)}
+    print(f"matmul peak float32: {peaks['float32']:.1f} GFLOP/s", flush=True)
+    if "bfloat16" in precisions.values():
+        peaks["bfloat16"] = peak(torch.bfloat16, repeats)
+        print(f"matmul peak bfloat16: {peaks['bfloat16']:.1f} GFLOP/s", flush=True)
+    else:
+        print("matmul peak bfloat16: not measured (no stage computes in it on this CPU)", flush=True)
+    for stage in stages:
+        runs = []
+        for _ in range(repeats):
+            runs.append(run_stage(stage, full, cpu_bf16, settings, timeout))
+            if runs[-1] is None:
+                break
+        if None in runs:
+            print(f"{stage:>10}: a run took over {timeout:.0f} s and was stopped (--timeout)", flush=True)
+            continue
         if stage == "inference":
             for model in [m for m in runs[0] if isinstance(runs[0][m], dict)]:
                 n = non_embedding_parameters(ROOT / paths.BASE)
                 rates = [r[model]["tokens_per_second"] for r in runs]
                 print(f"inference {model:>8}: generated tokens/s {spread(rates)}; 2N={2 * n / 1e6:.0f} MFLOP/token: "
-                      f"{2 * n * max(rates) / 1e9 / peak['float32']:.1%} of float32 peak (best)", flush=True)
+                      f"{2 * n * max(rates) / 1e9 / peaks['float32']:.1%} of float32 peak (best)", flush=True)
             continue
         folder, k = WORK[stage]
         n = non_embedding_parameters(ROOT / folder)
         rates = [r["train_tokens_per_second"] for r in runs]
         gflops = [k * n * rate / 1e9 for rate in rates]
-        print(f"{stage:>10}: train tokens/s {spread(rates)}; padding {runs[0]['train_padding_share']:.1%}; "
-              f"{k}N = {k * n / 1e6:.0f} MFLOP/token -> GFLOP/s {spread(gflops)}; best = "
-              f"{max(gflops) / peak['float32']:.1%} of float32 peak, {max(gflops) / peak['bfloat16']:.1%} of bfloat16",
-              flush=True)
+        shares = ", ".join(f"{max(gflops) / value:.1%} of {name} peak" for name, value in peaks.items())
+        print(f"{stage:>10} ({precisions[stage]}): train tokens/s {spread(rates)}; padding "
+              f"{runs[0]['train_padding_share']:.1%}; {k}N = {k * n / 1e6:.0f} MFLOP/token -> GFLOP/s "
+              f"{spread(gflops)}; best = {shares}", flush=True)
         if stage == "dpo":  # the reference model's forward is DPO's own work too: 2N more per token
-            print(f"{'':>10}  with the reference forward, 6N: {6 * n * max(rates) / 1e9 / peak['float32']:.1%} of "
+            print(f"{'':>10}  with the reference forward, 6N: {6 * n * max(rates) / 1e9 / peaks['float32']:.1%} of "
                   f"float32 peak", flush=True)
 
 

@@ -15,11 +15,16 @@ from collections import Counter
 
 import polars as pl
 
-from ladder.formats import DELETED, USER, Parsed, raw_json
-from ladder.records import INVALID_JSON, SCHEMAS, stable_ids
+from ladder.formats import DELETED, INVALID_LINE, USER, Parsed, id_problem, raw_json
+from ladder.records import INVALID_JSON, INVALID_REASON, SCHEMAS, stable_ids
 
 MESSAGE_LIST = pl.List(pl.Struct({"name": pl.String, "text": pl.String}))
 NO_REASON = pl.lit(None, dtype=pl.String)
+
+
+def _id_column(ids: list[str]) -> pl.Series:
+    # Typed, as a table with no records must still stack with other sources' (an empty list infers as Null).
+    return pl.Series("id", ids, dtype=pl.String)
 
 
 def _conform(df: pl.DataFrame) -> pl.DataFrame:
@@ -27,8 +32,9 @@ def _conform(df: pl.DataFrame) -> pl.DataFrame:
     cannot be parsed. A source column of mixed types arrives as Python objects and is checked per row."""
     conv, thumbs, reasons = df["conversation"], df["thumbs_up"], [None] * df.height
     if INVALID_JSON in df.columns:
-        reasons = ["not a JSON object, or not valid Unicode (kept as the source line)" if v is not None else None
-                   for v in df[INVALID_JSON].to_list()]
+        given = df[INVALID_REASON].to_list() if INVALID_REASON in df.columns else reasons
+        reasons = [None if line is None else reason or INVALID_LINE
+                   for line, reason in zip(df[INVALID_JSON].to_list(), given)]
     inner = conv.dtype.inner if isinstance(conv.dtype, pl.List) else None
     if isinstance(inner, pl.Struct) and {"name", "text"} <= {f.name for f in inner.fields}:
         conv = conv.list.eval(pl.struct(pl.element().struct.field("name").cast(pl.String),
@@ -39,7 +45,7 @@ def _conform(df: pl.DataFrame) -> pl.DataFrame:
             ok = value is None or isinstance(value, list) and all(
                 isinstance(m, dict) and all(isinstance(m.get(k), (str, type(None))) for k in ("name", "text"))
                 for m in value)
-            reasons[i] = None if ok else "conversation is not a list of {name, text} messages"
+            reasons[i] = reasons[i] or (None if ok else "conversation is not a list of {name, text} messages")
             values.append([{"name": m.get("name"), "text": m.get("text")} for m in value] if ok and value else
                           ([] if ok and value is not None else None))
         conv = pl.Series("conversation", values, dtype=MESSAGE_LIST)
@@ -49,14 +55,7 @@ def _conform(df: pl.DataFrame) -> pl.DataFrame:
             if value is not None and not isinstance(value, bool):
                 reasons[i] = reasons[i] or f"thumbs_up is not a boolean ({value!r})"
         thumbs = pl.Series("thumbs_up", [v if isinstance(v, bool) else None for v in values])
-    ids = df["_id"]
-    if ids.dtype.is_nested() or ids.dtype == pl.Object:
-        values = ids.to_list()
-        for i, value in enumerate(values):
-            if value is not None and not isinstance(value, (str, int, float)):
-                reasons[i] = reasons[i] or "_id is not a string or a number"
-        ids = pl.Series([str(v) if isinstance(v, (str, int, float)) else None for v in values], dtype=pl.String)
-    ids = ids.cast(pl.String)
+    ids = _ids(df["_id"], reasons)
     frame = pl.DataFrame({"row": ids, "conversation": conv, "thumbs_up": thumbs.cast(pl.Boolean),
                           "reason": pl.Series(reasons, dtype=pl.String)}).with_row_index("_i")
     duplicate = pl.col("row").is_not_null() & ~pl.col("row").is_first_distinct()
@@ -71,6 +70,19 @@ def _conform(df: pl.DataFrame) -> pl.DataFrame:
         # A reject's row key must not collide with a kept row's: a duplicate or missing id gets its index.
         pl.when(duplicate).then(pl.format("{}@{}", "row", "_i")).otherwise(
             pl.coalesce("row", pl.format("@{}", "_i"))).alias("row"))
+
+
+def _ids(ids: pl.Series, reasons: list) -> pl.Series:
+    """`_id` as text, null where it is no id (`formats.id_problem`), whose reason goes into `reasons`. A text or
+    integer column is cast as it is; any other type is looked at row by row."""
+    if ids.dtype in (pl.String, pl.Null) or ids.dtype.is_integer():
+        return ids.cast(pl.String)
+    text = []
+    for i, value in enumerate(ids.to_list()):
+        problem = None if value is None else id_problem(value, "_id")
+        reasons[i] = reasons[i] or problem
+        text.append(None if value is None or problem else str(value))
+    return pl.Series("_id", text, dtype=pl.String)
 
 
 def _messages(rows: pl.DataFrame) -> pl.DataFrame:
@@ -124,10 +136,10 @@ def parse_chai_feedback(df: pl.DataFrame, source: str, options: dict) -> Parsed:
         pl.struct("role", pl.col("text").alias("content")).alias("messages"), pl.col("turn").first().alias("first_turn"))
     good = rows.join(per_row, on="_i", how="inner").sort("_i")
     row_ids = good["row"].to_list()
-    conversations = good.select(pl.Series("id", stable_ids((source,), row_ids, ("conversations", 0))),
+    conversations = good.select(_id_column(stable_ids((source,), row_ids, ("conversations", 0))),
                                 pl.lit(source).alias("source"), "row", "messages", "thumbs_up")
     labelled = good.filter(pl.col("thumbs_up").is_not_null())
-    feedback = labelled.select(pl.Series("id", stable_ids((source,), labelled["row"].to_list(), ("feedback", 0))),
+    feedback = labelled.select(_id_column(stable_ids((source,), labelled["row"].to_list(), ("feedback", 0))),
                                pl.lit(source).alias("source"), "row", "messages",
                                pl.col("thumbs_up").cast(pl.Float64).alias("label"))
     dropped = Counter({"feedback: thumbs_up is missing": good.height - labelled.height})
@@ -162,6 +174,6 @@ def _swipe_pairs(msgs: pl.DataFrame, kept: pl.DataFrame, turns: pl.DataFrame, go
                        - swipes.filter(valid).height})
     pairs = swipes.filter(valid).sort("g")
     ids = [f"{r}\x1fpreferences\x1f{pos}" for r, pos in pairs.select("row", "pos").iter_rows()]
-    return pairs.select(pl.Series("id", stable_ids((source,), ids)), pl.lit(source).alias("source"), "row",
+    return pairs.select(_id_column(stable_ids((source,), ids)), pl.lit(source).alias("source"), "row",
                         pl.col("messages").list.head(n_turns).alias("prompt"), "chosen",
                         pl.col("text").alias("rejected")), skipped

@@ -55,7 +55,8 @@ def with_keys(table: str, df: pl.DataFrame) -> pl.DataFrame:
 
 
 def filter_reasons(table: str, p: dict) -> pl.Expr:
-    """The reason a record is dropped by the `clean` filters, or null to keep it."""
+    """The reason a record is dropped by the `clean` filters, or null to keep it. Each reason names its param
+    (removed_by reads it back)."""
     none = pl.lit(None, dtype=pl.String)
     if table == "arena":
         langs = [lang.lower() for lang in p["arena_languages"]]
@@ -63,17 +64,57 @@ def filter_reasons(table: str, p: dict) -> pl.Expr:
                        ).then(pl.lit("language not in clean.arena_languages")).otherwise(none)
     if table == "preferences":
         replies = pl.max_horizontal(pl.col("chosen").str.len_chars(), pl.col("rejected").str.len_chars())
-        return (pl.when(replies > p["max_message_chars"]).then(pl.lit("reply longer than max_message_chars"))
+        return (pl.when(replies > p["max_message_chars"]).then(pl.lit("reply longer than clean.max_message_chars"))
                 .when(pl.col("_total") > p["max_conversation_chars"])
-                .then(pl.lit("prompt longer than max_conversation_chars")).otherwise(none))
-    reason = (pl.when(pl.col("_turns") < p["min_turns"]).then(pl.lit(f"fewer than {p['min_turns']} messages"))
-              .when(pl.col("_shortest") < p["min_message_chars"]).then(pl.lit("message shorter than min_message_chars"))
-              .when(pl.col("_longest") > p["max_message_chars"]).then(pl.lit("message longer than max_message_chars"))
-              .when(pl.col("_total") < p["min_conversation_chars"]).then(pl.lit("conversation shorter than min_conversation_chars"))
-              .when(pl.col("_total") > p["max_conversation_chars"]).then(pl.lit("conversation longer than max_conversation_chars")))
+                .then(pl.lit("prompt longer than clean.max_conversation_chars")).otherwise(none))
+    reason = (pl.when(pl.col("_turns") < p["min_turns"]).then(pl.lit(f"fewer than {p['min_turns']} messages (clean.min_turns)"))
+              .when(pl.col("_shortest") < p["min_message_chars"]).then(pl.lit("message shorter than clean.min_message_chars"))
+              .when(pl.col("_longest") > p["max_message_chars"]).then(pl.lit("message longer than clean.max_message_chars"))
+              .when(pl.col("_total") < p["min_conversation_chars"]).then(pl.lit("conversation shorter than clean.min_conversation_chars"))
+              .when(pl.col("_total") > p["max_conversation_chars"]).then(pl.lit("conversation longer than clean.max_conversation_chars")))
     if table == "conversations" and p["sft_requires_thumbs_up"]:
-        reason = reason.when(pl.col("thumbs_up") == False).then(pl.lit("thumbs down (sft_requires_thumbs_up)"))  # noqa: E712
+        reason = reason.when(pl.col("thumbs_up") == False).then(pl.lit("thumbs down (clean.sft_requires_thumbs_up)"))  # noqa: E712
     return reason.otherwise(none)
+
+
+def param_of(reason: str) -> str:
+    """The param behind a filter's reason: "clean.min_turns", "clean.mix.chai"."""
+    mix = re.fullmatch(r"not drawn by clean\.mix \((.*): .*\)", reason)
+    return f"clean.mix.{mix.group(1)}" if mix else "clean." + re.search(r"\bclean\.(\w+)", reason).group(1)
+
+
+def removed_by(dropped: pl.DataFrame) -> dict[str, dict[str, int]]:
+    """Per table, the records each param's filter removed, in the order the filters ran."""
+    return {t: dict(Counter(param_of(r) for r in dropped.filter(pl.col("table") == t)["reason"])) for t in TABLES}
+
+
+def with_values(removed: dict[str, int], params: dict) -> dict[str, int]:
+    """{"clean.min_turns": 308} as {"clean.min_turns = 4": 308}, each param's value read from `params` (all
+    sections), for the messages of a stage left with too few rows."""
+    def value(name: str):
+        node = params
+        for part in name.split(".", 2):  # clean.mix.<source>: a source name may hold a dot
+            node = node[part]
+        return str(node).lower() if isinstance(node, bool) else node
+
+    return {f"{name} = {value(name)}": n for name, n in removed.items()}
+
+
+def emptied(parsed: dict[str, pl.DataFrame], kept: dict[str, pl.DataFrame], dropped: pl.DataFrame,
+            p: dict) -> list[str]:
+    """A warning for each source whose records of a table the filters removed every one of (a param that empties a
+    source is rarely meant), naming the params that did it."""
+    warnings = []
+    for t in TABLES:
+        before = Counter(parsed[t]["source"].to_list())
+        after = Counter(kept[t]["source"].to_list())
+        for source, n in before.items():
+            if n and not after[source]:
+                mine = dropped.filter((pl.col("table") == t) & (pl.col("source") == source))["reason"]
+                by = with_values(dict(Counter(param_of(r) for r in mine)), {"clean": p})
+                warnings.append(f"clean removed every {t} record of source {source!r} ({n}): "
+                                + ", ".join(f"{k} ({v})" for k, v in by.items()))
+    return warnings
 
 
 def drop(tables: dict, table: str, reason: pl.Expr, log_of_drops: list) -> None:
@@ -122,7 +163,7 @@ def mix_reason(splits: pl.DataFrame, mix: dict, seed: int) -> pl.DataFrame:
 
 def reason_kind(reason: str) -> str:
     """A reason with its particulars (names, numbers, ids) blanked, for counting in metrics."""
-    return re.sub(r"'[^']*'|\"[^\"]*\"|\b[0-9a-f]{16}\b|\d+", "…", reason)
+    return re.sub(r"'[^']*'|\"[^\"]*\"|\b[0-9a-f]{16}\b|(?<![\w-])\d+", "…", reason)  # UTF-8 stays UTF-8
 
 
 def clean(raw: dict[str, tuple[str, pl.DataFrame]], p: dict) -> tuple[dict[str, pl.DataFrame], dict, dict]:
@@ -136,13 +177,15 @@ def clean(raw: dict[str, tuple[str, pl.DataFrame]], p: dict) -> tuple[dict[str, 
         timings[source] = {"rows": df.height, "seconds": round(time.perf_counter() - start, 3)}
         extra.update({f"{source}: {k}": v for k, v in parsed[source].dropped.items()})
     tables = {t: pl.concat([parsed[s].tables[t] for s in raw] or [pl.DataFrame(schema=SCHEMAS[t])]) for t in TABLES}
+    made = {t: tables[t].select("source") for t in TABLES}
     drops: list[pl.DataFrame] = []
     for t in TABLES:
         tables[t] = with_keys(t, tables[t])
         drop(tables, t, filter_reasons(t, p), drops)
         if p["dedup"]:
             first = ~pl.col("_key").is_first_distinct()
-            drop(tables, t, pl.when(first).then(pl.lit("duplicate of ") + pl.col("id").first().over("_key")), drops)
+            drop(tables, t, pl.when(first).then(pl.lit("duplicate of ") + pl.col("id").first().over("_key")
+                                                + pl.lit(" (clean.dedup)")), drops)
     splits = assign_split(tables, p["eval_fraction"], p["seed"])
     mixed_out = mix_reason(splits, p["mix"], p["seed"])
     for t in TABLES:
@@ -164,17 +207,22 @@ def clean(raw: dict[str, tuple[str, pl.DataFrame]], p: dict) -> tuple[dict[str, 
                         for row, reason in lost.select("row", "reason").iter_rows()]
     rejects_df = pl.DataFrame(rejects, schema=SCHEMAS["rejects"], orient="row") if rejects else pl.DataFrame(schema=SCHEMAS["rejects"])
     tables["rejects"] = rejects_df
-    return tables, clean_metrics(raw, tables, dropped, extra), timings
+    metrics = {**clean_metrics(raw, tables, extra), "removed_by": removed_by(dropped),
+               "warnings": emptied(made, tables, dropped, p)}
+    return tables, metrics, timings
 
 
 def _row_index(df: pl.DataFrame, fmt: str) -> dict[str, int]:
-    from ladder.formats import FORMATS
+    """Row key -> index of the first source row with it, as the parsers key rows (an id they refuse keys no row)."""
+    from ladder.formats import FORMATS, id_problem
     column = FORMATS[fmt].id_column
     keys = df[column].to_list() if column else range(df.height)
-    return {str(k): i for i, k in reversed(list(enumerate(keys)))}
+    return {str(k): i for i, k in reversed(list(enumerate(keys))) if not column or not id_problem(k, column)}
 
 
-def clean_metrics(raw: dict, tables: dict, dropped: pl.DataFrame, extra: Counter) -> dict:
+def clean_metrics(raw: dict, tables: dict, extra: Counter) -> dict:
+    """Rows, uses and reject reasons per source, records per table and split; clean() adds `removed_by` (records
+    each param's filter removed, per table) and `warnings`."""
     used = pl.concat([tables[t].select("source", "row") for t in TABLES]).unique()
     rejects = tables["rejects"]
     sources = {}
@@ -185,8 +233,6 @@ def clean_metrics(raw: dict, tables: dict, dropped: pl.DataFrame, extra: Counter
             raise RuntimeError(f"source {source!r}: {df.height} rows but {n_used} used + {mine.height} rejected")
         sources[source] = {"format": fmt, "rows": df.height, "used": n_used, "rejected": mine.height,
                            "reject_reasons": dict(sorted(Counter(reason_kind(r) for r in mine["reason"]).items()))}
-    drops = {t: dict(sorted(Counter(reason_kind(r) for r in dropped.filter(pl.col("table") == t)["reason"]).items()))
-             for t in TABLES}
     counts = {t: {s: tables[t].filter(pl.col("split") == s).height for s in ("train", "eval")} for t in TABLES}
-    return {"sources": sources, "records": counts, "dropped_records": drops,
-            "not_made": dict(sorted(extra.items())), "rejected_rows": rejects.height}
+    return {"sources": sources, "records": counts, "not_made": dict(sorted(extra.items())),
+            "rejected_rows": rejects.height}

@@ -27,9 +27,10 @@ def eval_prompts(path: str | Path) -> list[dict]:
     reference."""
     import polars as pl
 
+    from ladder.io import read_parquet
     from ladder.records import require_columns
 
-    df = pl.read_parquet(path)
+    df = read_parquet(path)
     require_columns(df, REQUIRED, path)
     prompts = []
     for row in df.filter(pl.col("split") == "eval").sort("id").iter_rows(named=True):

@@ -20,7 +20,10 @@ from typing import Any, Callable
 import polars as pl
 
 from ladder.errors import InputError
-from ladder.records import INVALID_JSON, TABLES, frame, normalize_text, stable_id
+from ladder.records import INVALID_JSON, INVALID_REASON, TABLES, frame, normalize_text, stable_id
+
+# A raw table written before INVALID_REASON existed has only INVALID_JSON: this reason stands in for it.
+INVALID_LINE = "not a JSON object, or not valid Unicode (kept as the source line)"
 
 USER = "Anonymous user"
 DELETED = " (deleted)"
@@ -73,6 +76,14 @@ def _list(value: Any, what: str) -> list:
     if not value:
         raise Malformed(f"{what} is empty")
     return value
+
+
+def id_problem(value: Any, what: str) -> str | None:
+    """Why `value` is no row id: ids are text or integers; True is an int to Python but no id, and a float would
+    name a row by its rounding ("1.0")."""
+    if isinstance(value, str) or isinstance(value, int) and not isinstance(value, bool):
+        return None
+    return f"{what} is not a string or an integer ({value!r})"
 
 
 def _bool(value: Any, what: str) -> bool:
@@ -344,9 +355,13 @@ def parse_rows(df: pl.DataFrame, source: str, fmt: Format, options: dict,
         row_id = str(index) if fmt.id_column is None else row[fmt.id_column]
         try:
             if row.get(INVALID_JSON) is not None:
-                raise Malformed("not a JSON object, or not valid Unicode (kept as the source line)")
+                raise Malformed(row.get(INVALID_REASON) or INVALID_LINE)
             if row_id is None:
                 raise Malformed(f"{fmt.id_column} is missing")
+            problem = id_problem(row_id, fmt.id_column)
+            if problem:
+                row_id = None  # the reject is keyed by its index, as "True" or "1.0" may be another row's id
+                raise Malformed(problem)
             row_id = str(row_id)
             if row_id in seen:
                 row_id = f"{row_id}@{index}"  # a reject's row key must not collide with the kept row's
@@ -395,6 +410,9 @@ def parse_source(df: pl.DataFrame, source: str, format_name: str, options: dict,
     if format_name not in FORMATS:
         raise InputError(f"source {source!r}: unknown format {format_name!r}; known: {', '.join(FORMATS)}")
     fmt = FORMATS[format_name]
+    if INVALID_JSON in df.columns and df.height and df[INVALID_JSON].is_not_null().all():
+        # no line was a record: no column is missing from the rows there are, each is rejected for its own reason
+        df = df.with_columns(pl.lit(None).alias(c) for c in fmt.required if c not in df.columns)
     for column in fmt.required:
         if column not in df.columns:
             raise InputError(f"source {source!r} ({format_name}): column {column!r} is missing in "

@@ -19,9 +19,10 @@ def load_arena(path: str | Path, ties: str) -> dict[str, list[dict]]:
         raise ValueError(f"classifier.ties must be one of {', '.join(TIES)}, not {ties!r}")
     if not Path(path).is_file():
         raise InputError(f"{path}: file not found")
+    from ladder.io import read_parquet
     from ladder.records import require_columns
 
-    df = pl.read_parquet(path)
+    df = read_parquet(path)
     require_columns(df, ARENA_COLUMNS, path)
     if ties == "drop":
         df = df.filter(pl.col("winner") != "tie")
@@ -34,9 +35,8 @@ def load_rows(arena: str | Path, preferences: str | Path, ties: str, share: floa
     """The arena rows and the judge's share of the preference pairs, per split in id order, and the number of
     preference ties dropped. With share 0 the preferences file is not read (the WSDM setting). With ties as a
     class and `rejected_ties`, two replies rejected in one turn are a tie row (ladder.holdout.judge_rows)."""
-    import polars as pl
-
     from ladder.holdout import check_share, judge_rows
+    from ladder.io import read_parquet
 
     data = load_arena(arena, ties)
     if check_share(share) == 0:
@@ -44,7 +44,7 @@ def load_rows(arena: str | Path, preferences: str | Path, ties: str, share: floa
     if not Path(preferences).is_file():
         raise ValueError(f"{preferences}: file not found (classifier.preference_share is {share})")
     try:
-        pairs, dropped = judge_rows(pl.read_parquet(preferences), share, rejected_ties and ties == "class")
+        pairs, dropped = judge_rows(read_parquet(preferences), share, rejected_ties and ties == "class")
     except ValueError as error:
         raise ValueError(f"{preferences}: {error}") from None
     for split in data:

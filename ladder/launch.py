@@ -10,11 +10,16 @@ Params of the stage (reward, sft, dpo, classifier):
 accelerate starts several CPU processes (distributed_type MULTI_CPU) only through mpirun; where there is
 no mpirun, they are started with torchrun (what accelerate uses for GPUs) and transformers is told to stay
 on the CPU (ACCELERATE_USE_CPU), which gives the same gloo process group. Only rank 0 writes outputs.
+
+The stage runs as a child process: the signals sent to this one (Ctrl-C, a scheduler's SIGTERM) are passed on to
+it, the child is ended if this process is killed outright, and the exit status is the child's (128 + N when
+signal N ended it).
 """
 from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -69,8 +74,46 @@ def main(argv: list[str]) -> int:
         return 1
     shown = ["python", *cmd[1:]] if cmd[0] == sys.executable else cmd
     print("ladder.launch:", " ".join(f"{k}={v}" for k, v in env.items()), *shown, flush=True)
-    return subprocess.run(cmd, env={**os.environ, **env}).returncode
+    return run_child(cmd, {**os.environ, **env})
 
+
+FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
+
+
+def _die_with_parent() -> None:
+    """In the child, before it runs: the kernel sends it SIGTERM when this process dies, however it dies (a SIGKILL
+    cannot be forwarded), so a killed launch never leaves a stage training on as an orphan."""
+    import ctypes
+
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(1, signal.SIGTERM, 0, 0, 0) != 0:  # 1 = PR_SET_PDEATHSIG
+        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
+
+
+def run_child(cmd: list[str], env: dict[str, str] | None = None) -> int:
+    """Run `cmd`, passing the signals a user or a scheduler sends (FORWARDED) on to it, and return the status a
+    shell would report for it: its exit code, or 128 + the signal that ended it. The child gets its own process
+    group, so that a Ctrl-C in the terminal reaches it once, through this process, not twice."""
+    child: subprocess.Popen | None = None
+    early: list[int] = []  # signals that came before the child existed
+
+    def forward(number: int, _frame) -> None:
+        if child is None:
+            early.append(number)
+        else:
+            child.send_signal(number)
+
+    previous = {sig: signal.signal(sig, forward) for sig in FORWARDED}
+    try:
+        child = subprocess.Popen(cmd, env=env, process_group=0,
+                                 preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+        for number in early:
+            child.send_signal(number)
+        code = child.wait()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    return code if code >= 0 else 128 - code
 
 if __name__ == "__main__":
     sys.exit(main(sys.argv[1:]))

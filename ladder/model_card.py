@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import json
 
+from ladder.params import all_sources
 from ladder.preference import method
 
 
 def model_card(fetch: dict, sft: dict, dpo: dict, merge: dict, metrics: dict) -> str:
     """What the model is made of and how it scored: the data, the params, the headline numbers; no secrets
     (nothing from the environment is read here)."""
-    sources = ", ".join(f"{name} ({spec['format']})" for name, spec in fetch["sources"].items())
+    sources = ", ".join(f"{name} ({spec['format']})" for name, spec in all_sources(fetch).items())
     lines = [
         "# ladder chat model", "",
         f"Base model: `{fetch['base_model']}`" + (f" @ `{fetch['base_revision']}`" if fetch.get("base_revision") else ""),

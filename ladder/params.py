@@ -6,7 +6,7 @@ loaders (PyYAML) read as a string. Each section has a schema here (pydantic: abo
 every default: a schema declares types, choices and ranges, never a default value, so a key missing from
 params.yaml is an error rather than a second default hidden in code. `trainer` sections pass through to
 the trainer's own config class, whose fields the stage checks them against before any model loads
-(ladder.training.check_trainer_keys).
+(ladder.training.check_trainer).
 """
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator, model_validator
 from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
 
 from ladder.errors import InputError
 
@@ -44,10 +45,33 @@ CONTROLS = ("reference", "shuffled")                   # ladder.controls
 # what inference can generate with: the pipeline's own models and every quantized copy quantize can make
 CHAT_MODELS = ("base", "sft", "merged", *BNB_METHODS, *(f"gguf-{t}" for t in GGUF_TYPES))
 
+
+
+def _number(value: Any) -> Any:
+    """A number as YAML wrote it, never a boolean or a string: `true` is not the row count 1, and a quoted '3e-05'
+    would reach the optimizer as text."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"expected a number, not {kind(value)}")
+    return value
+
+
+def kind(value: Any) -> str:
+    """What a YAML value is, in words, for the one-line messages; a number in quotes says so."""
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return "text"
+        return "a number in quotes (text): write it without quotes"
+    names = {bool: "a boolean", int: "an integer", float: "a number", list: "a list", dict: "a mapping",
+             type(None): "null"}
+    return names.get(type(value), type(value).__name__)
+
+
 Positive = Annotated[int, Field(gt=0)]
 NonNegative = Annotated[int, Field(ge=0)]
 # int | float keeps a number as written (an int row count in clean.mix must not become a float share)
-Real = int | float
+Real = Annotated[int | float, BeforeValidator(_number)]
 Share = Annotated[Real, Field(ge=0, le=1)]
 Launcher = Literal[LAUNCHERS]
 # a YAML 1.1 writer (PyYAML, some `dvc exp run -S` paths) turns on / off into booleans
@@ -58,26 +82,29 @@ Trainer = dict[str, Any]  # passed through to transformers / TRL, whose config c
 
 
 class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", strict=False, frozen=True)
+    # strict: no value changes type on the way in (pydantic's lax mode reads `true` as 1 and '5' as 5)
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-class Source(Section):
+class LocalSource(Section):
+    """A source file on this machine: its own DVC stage depends on that file alone."""
     format: Literal[SOURCE_FORMATS]
-    path: str | None = None  # a source is a local path or a pinned hub dataset: one of the two, checked below
-    hub: str | None = None
-    revision: str | None = None
+    path: Annotated[str, Field(min_length=1)]
+
+
+class HubSource(Section):
+    """A hub dataset, pinned to a commit (`revision`; null until `python -m ladder.pin` writes one, and the fetch
+    stage refuses it meanwhile), its files picked by `split` and, optionally, `files` globs."""
+    format: Literal[SOURCE_FORMATS]
+    hub: Annotated[str, Field(min_length=1)]
+    revision: str | None
     split: str | None = None
     files: str | list[str] | None = None
 
-    @model_validator(mode="after")
-    def one_place(self) -> Source:
-        if not self.path and not self.hub:
-            raise ValueError("needs a local `path` or a `hub` dataset")
-        return self
-
 
 class Fetch(Section):
-    sources: dict[str, Source]
+    sources: dict[str, LocalSource]
+    hub_sources: dict[str, HubSource]
     base_model: str
     base_revision: str | None
     judge_model: str
@@ -85,6 +112,19 @@ class Fetch(Section):
     reward_model: str
     reward_revision: str | None
     seed: int
+
+    @model_validator(mode="after")
+    def one_kind_each(self) -> Fetch:
+        both = sorted(set(self.sources) & set(self.hub_sources))
+        if both:
+            raise ValueError(f"source {both[0]!r} is both in sources (a local file) and in hub_sources")
+        return self
+
+
+def all_sources(fetch: dict) -> dict[str, dict]:
+    """The `fetch` section's sources, local files first, then hub datasets: the order clean's dedup follows (the
+    first source wins)."""
+    return {**fetch["sources"], **fetch["hub_sources"]}
 
 
 class Clean(Section):
@@ -345,31 +385,56 @@ class ParamsError(InputError):
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
-    """A YAML file as plain data (YAML 1.2), unchecked: recipes and partial params files."""
+    """A YAML file as plain data (YAML 1.2), unchecked: recipes and partial params files. A file that is not UTF-8
+    or not YAML, or whose top level is not a mapping, is one line naming the file, the line and the problem."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"params file not found: {path}")
-    return YAML(typ="safe", pure=True).load(path.read_text(encoding="utf-8")) or {}
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        line = data.count(b"\n", 0, error.start) + 1
+        raise InputError(f"{path}:{line}: not UTF-8 text (byte 0x{data[error.start]:02x})") from None
+    try:
+        loaded = YAML(typ="safe", pure=True).load(text)
+    except YAMLError as error:
+        mark = getattr(error, "problem_mark", None) or getattr(error, "context_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        problem = getattr(error, "problem", None) or str(error).strip().splitlines()[0]
+        hint = " (YAML indents with spaces, not tabs)" if "\\t" in problem else ""
+        raise InputError(f"{where}: {problem}{hint}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise InputError(f"{path}: expected a mapping of sections at the top level, not {type(loaded).__name__}")
+    return loaded
 
 
-def one_line(error: ValidationError, data: dict, source: str) -> str:
-    """The first schema error as `source: key.sub = value: what is allowed` (and how many more there are)."""
-    first = error.errors()[0]
-    where = [str(p) for p in first["loc"] if not str(p).startswith(("function-", "literal[", "list[", "int", "float",
-                                                                        "str", "bool", "constrained"))]
-    value: Any = data
-    for part in first["loc"]:
-        value = value.get(part) if isinstance(value, dict) else (
-            value[part] if isinstance(value, list) and isinstance(part, int) and part < len(value) else None)
+def one_line(error: ValidationError, source: str) -> str:
+    """The first schema error as `source: key.sub = value: what is allowed` (and how many more there are). A value
+    that fits no member of a union (int | float, str | list) fails once per member: those count as one error."""
+    def where(entry: dict) -> str:
+        # pydantic adds a tag per union member and validator to the location: keep the keys only
+        return ".".join(str(p) for p in entry["loc"] if isinstance(p, int) or not str(p).startswith(
+            ("function-", "literal[", "list[", "dict[", "int", "float", "str", "bool", "constrained", "none")))
+
+    errors = error.errors()
+    first, key = errors[0], where(errors[0])
+    same = [e for e in errors if where(e) == key]
     message = first["msg"].removeprefix("Value error, ")
     if first["type"] == "extra_forbidden":
         message = "unknown key"
     elif first["type"] == "missing":
-        message, value = "missing (params.yaml holds every setting)", None
+        message = "missing (params.yaml holds every setting)"
+    elif len(same) > 1 and all(e["msg"].startswith("Input should be ") for e in same):
+        message = "Input should be " + " or ".join(dict.fromkeys(e["msg"].removeprefix("Input should be ")
+                                                                  for e in same))
+    value = first.get("input")
     # a check of a whole mapping names its own keys and values: the mapping would only bury them
     shown = "" if first["type"] == "missing" or isinstance(value, dict) else f" = {value!r}"
-    more = len(error.errors()) - 1
-    return f"{source}: {'.'.join(where) or '(top level)'}{shown}: {message}" + (f" ({more} more)" if more else "")
+    more = len(errors) - len(same)
+    return f"{source}: {key or '(top level)'}{shown}: {message}" + (f" ({more} more)" if more else "")
 
 
 def validate(data: dict, source: str = "params.yaml") -> dict[str, Any]:
@@ -377,7 +442,7 @@ def validate(data: dict, source: str = "params.yaml") -> dict[str, Any]:
     try:
         return Params.model_validate(data).model_dump(exclude_unset=True)  # as written: no keys added
     except ValidationError as error:
-        raise ParamsError(one_line(error, data, source)) from None
+        raise ParamsError(one_line(error, source)) from None
 
 
 def checked(name: str, data: dict, source: str = "params.yaml") -> dict[str, Any]:
@@ -387,7 +452,7 @@ def checked(name: str, data: dict, source: str = "params.yaml") -> dict[str, Any
     try:
         return Params.model_fields[name].annotation.model_validate(data[name]).model_dump(exclude_unset=True)
     except ValidationError as error:
-        raise ParamsError(one_line(error, data[name], f"{source}: {name}")) from None
+        raise ParamsError(one_line(error, f"{source}: {name}")) from None
 
 
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:

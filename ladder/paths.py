@@ -34,6 +34,9 @@ TIMINGS = METRICS / "timings"                            # <stage>.json: wall ti
 PLOTS = Path("plots")                                    # score/, judge/, eval/: data behind `dvc plots show`
 EXAMPLES = Path("reports/examples.json")
 CHECKPOINTS = Path("checkpoints")                        # resume checkpoints: ignored by git and DVC
+DVCLIVE = Path("dvclive")                                # <stage>/: training curves
+# where outputs are written (temporaries of killed runs are swept from these: ladder.io.sweep_stale)
+OUTPUT_FOLDERS = (Path("data"), Path("models"), METRICS, PLOTS, EXAMPLES.parent, DVCLIVE)
 
 
 def metrics_file(stage: str) -> Path:

@@ -41,8 +41,8 @@ def pin(fetch: dict, resolve: Callable[[str, str, str | None], str] = hub_commit
         return commit
 
     changed: list[str] = []
-    for source in fetch.get("sources", {}).values():
-        if source.get("hub") and not source.get("path") and not pinned(source.get("revision")):
+    for source in (fetch.get("hub_sources") or {}).values():
+        if not pinned(source.get("revision")):
             source["revision"] = commit_of("dataset", source["hub"], source.get("revision"))
     for model in ("base", "judge", "reward"):
         repo = fetch.get(f"{model}_model") or ""

@@ -3,7 +3,9 @@
     python -m ladder.recipes smoke            # writes params.yaml with recipes/smoke.yaml merged in
 
 A recipe holds only what differs from the default, so it cannot drift from parameters it does not
-mention. Merging is by key, recursively; comments and order of params.yaml are kept.
+mention. Merging is by key, recursively; comments and order of params.yaml are kept. In the mappings of named
+sources (`fetch.sources`, `fetch.hub_sources`) a source set to null is removed: a recipe that reads a source from
+the hub instead of a local file removes it from one and adds it to the other.
 """
 from __future__ import annotations
 
@@ -13,11 +15,17 @@ from pathlib import Path
 from ruamel.yaml import YAML
 
 
-def merge(base: dict, overrides: dict) -> dict:
-    """`overrides` written into `base` (in place), key by key; a mapping merges, anything else replaces."""
+SOURCE_MAPPINGS = (("fetch", "sources"), ("fetch", "hub_sources"))  # where null removes an entry
+
+
+def merge(base: dict, overrides: dict, _at: tuple = ()) -> dict:
+    """`overrides` written into `base` (in place), key by key; a mapping merges, anything else replaces, and null
+    removes a source from a SOURCE_MAPPINGS mapping (elsewhere null is a value: `lora: null`)."""
     for key, value in overrides.items():
-        if isinstance(value, dict) and isinstance(base.get(key), dict):
-            merge(base[key], value)
+        if value is None and _at in SOURCE_MAPPINGS:
+            base.pop(key, None)
+        elif isinstance(value, dict) and isinstance(base.get(key), dict):
+            merge(base[key], value, (*_at, key))
         else:
             base[key] = value
     return base

@@ -5,6 +5,9 @@ source row it came from), so that each source row can be shown to be used or rej
 """
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import polars as pl
 import xxhash
 
@@ -25,6 +28,8 @@ SCHEMAS: dict[str, dict[str, pl.DataType]] = {
 }
 TABLES = ("conversations", "preferences", "feedback", "arena")
 INVALID_JSON = "_invalid_json"  # the column a source line that is not a JSON object is kept in (fetch -> clean)
+# beside it, why the line is no record ("not valid JSON (...)", "a JSON array, not an object", ...)
+INVALID_REASON = "_invalid_reason"
 WINNERS = ("model_a", "model_b", "tie")
 
 
@@ -35,6 +40,46 @@ def require_columns(df: pl.DataFrame, columns, where: str | None = None) -> None
         names = ", ".join(repr(c) for c in missing)
         what = f"column {names} is missing" if len(missing) == 1 else f"columns {names} are missing"
         raise InputError(f"{where}: {what}" if where else what)
+
+
+# Parquet metadata of a table the pipeline filters: {"<param> = <value>": records it removed, ...}, in the order the
+# filters ran, carried from table to table (clean -> score), so that a stage left with too few rows can say which
+# params emptied its input without reading any file it does not declare.
+REMOVED_BY = "ladder.removed_by"
+
+
+def removed_by(path: str | Path) -> dict[str, int]:
+    """What the filters upstream of the table at `path` removed, by param (REMOVED_BY); {} where it says nothing."""
+    raw = pl.read_parquet_metadata(path).get(REMOVED_BY)
+    return json.loads(raw) if raw else {}
+
+
+def removed_by_metadata(removed: dict[str, int]) -> dict[str, str]:
+    return {REMOVED_BY: json.dumps({k: v for k, v in removed.items() if v}, ensure_ascii=False)}
+
+
+def require_rows(df: pl.DataFrame, path: str | Path, stage: str, need: dict[str, int]) -> None:
+    """Stop with one line when `df` (the table at `path`) has fewer rows in a split than `need` says `stage` needs
+    to train and evaluate, naming the counts and the params upstream that removed rows (largest first), before the
+    stage writes or deletes anything."""
+    require_counts({split: df.filter(pl.col("split") == split).height for split in need}, [path], stage, need)
+
+
+def require_counts(counts: dict[str, int], paths: list[str | Path], stage: str, need: dict[str, int]) -> None:
+    """require_rows for rows counted from the tables at `paths` (the judge's come from two)."""
+    if all(counts[s] >= n for s, n in need.items()):
+        return
+    have = ", ".join(f"{n} {s}" for s, n in counts.items())
+    wants = " and ".join(f"{n} {s}" for s, n in need.items())
+    removed: dict[str, int] = {}
+    for path in paths:
+        for key, n in removed_by(path).items():
+            removed[key] = removed.get(key, 0) + n
+    why = ("; removed upstream: " + ", ".join(f"{k} ({n} records)" for k, n in
+                                             sorted(removed.items(), key=lambda kv: -kv[1]))) if removed else \
+        "; no filter removed any (metrics/clean.json counts the source rows clean rejected; clean.eval_fraction sets the eval share)"
+    raise InputError(f"{' + '.join(map(str, paths))} {'has' if len(paths) == 1 else 'have'} {have} rows; "
+                     f"{stage} needs at least {wants}{why}")
 
 
 def _key(parts: tuple) -> bytes:

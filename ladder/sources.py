@@ -3,11 +3,18 @@
 Raw tables keep the source's own columns. Parquet needs one type per column, and real sources do not
 always have one (chai-dpo's `rejected` is a list or a string); such a column is stored as JSON text,
 one value per row, and named in the file's metadata so the clean stage reads back exactly what the
-source held. A JSON line that does not parse is kept as a row with only `_invalid_json` set, so the
-clean stage rejects it with a reason instead of it vanishing here.
+source held.
+
+JSON Lines are split on "\n" alone (U+2028, U+0085 and the like are characters inside a string, not line breaks),
+one "\r" before it dropped, blank lines skipped, a UTF-8 BOM at the start of the file ignored. A line that is no
+usable record (not UTF-8, not JSON, not an object, a lone surrogate, nested deeper than MAX_DEPTH) is kept as a
+row with only `_invalid_json` (the source line) and `_invalid_reason` set, so the clean stage rejects it with its
+reason instead of it vanishing here or stopping the fetch. A file that cannot be read at all (a .json list that
+does not parse, a corrupt parquet or CSV) stops with an InputError naming the file and the cause.
 """
 from __future__ import annotations
 
+import codecs
 import fnmatch
 import json
 import os
@@ -19,10 +26,19 @@ import polars as pl
 import pyarrow as pa
 
 from ladder.errors import InputError
-from ladder.records import INVALID_JSON
+from ladder.io import readable
+from ladder.records import INVALID_JSON, INVALID_REASON
 
 SUFFIXES = (".parquet", ".jsonl", ".json", ".csv")
 JSON_COLUMNS_KEY = b"ladder.json_columns"
+# Records nested deeper (an object or a list is one level; these schemas need 3) are rejected. The bound is
+# parquet's, not Python's: Arrow cannot read back a column of 50 nested lists or 63 structs (pyarrow 26), and a
+# record that fetch writes must come back in clean. It also keeps every walk over a record far from the
+# recursion limit.
+MAX_DEPTH = 32
+_TOO_DEEP = f"nested deeper than {MAX_DEPTH} levels"
+_JSON_TYPES = {list: "array", str: "string", bool: "boolean", int: "number", float: "number", type(None): "null"}
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def hf_token(env_file: str | Path = ".env") -> str | None:
@@ -42,35 +58,120 @@ def _records_to_frame(records: list[dict]) -> tuple[pl.DataFrame, list[str]]:
     columns, json_columns = [], []
     for name in names:
         values = [record.get(name) for record in records]
-        try:  # pyarrow infers nested types from every value (struct fields included) and refuses mixes
-            columns.append(pl.from_arrow(pa.array(values)).alias(name))
-        except (TypeError, ValueError, OverflowError, pa.ArrowException):
-            columns.append(pl.Series(name, [None if v is None else json.dumps(v, ensure_ascii=False)
-                                            for v in values], dtype=pl.String))
+        column = _typed_column(name, values)
+        if column is None:
+            column = pl.Series(name, [None if v is None else json.dumps(v, ensure_ascii=False) for v in values],
+                               dtype=pl.String)
             json_columns.append(name)
+        columns.append(column)
     return pl.DataFrame(columns), json_columns
 
 
-def _read_json_records(path: Path) -> list[dict]:
-    text = path.read_text(encoding="utf-8")
-    if path.suffix == ".json":
-        data = json.loads(text)
-        if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
-            data = next(iter(data.values()))  # {"data": [...]} as some hub repos keep it
-        if not isinstance(data, list):
-            raise InputError(f"{path}: expected a JSON list of records")
-        return [r if isinstance(r, dict) else {INVALID_JSON: json.dumps(r)} for r in data]
-    records = []
-    for line in text.splitlines():
-        if not line.strip():
-            continue
+def _typed_column(name: str, values: list) -> pl.Series | None:
+    """The column in one type that parquet can hold, or None where it has none and must be kept as JSON text."""
+    try:  # pyarrow infers nested types from every value (struct fields included) and refuses mixes
+        array = pa.array(values)
+        column = pl.from_arrow(array).alias(name)
+    except (TypeError, ValueError, OverflowError, pa.ArrowException):
+        return None
+    if pa.types.is_floating(array.type) and any(type(v) is not float for v in values if v is not None):
+        return None  # pyarrow made integers and booleans floats: an id 1 would become 1.0, a thumbs_up true 1.0
+    return None if _has_empty_struct(array.type) else column
+
+
+def _has_empty_struct(kind: pa.DataType) -> bool:
+    """Whether an object {} made a struct with no fields somewhere in the type: parquet cannot write one."""
+    if pa.types.is_struct(kind):
+        return kind.num_fields == 0 or any(_has_empty_struct(kind.field(i).type) for i in range(kind.num_fields))
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return _has_empty_struct(kind.value_type)
+    return False
+
+
+def _deeper_than(value, limit: int) -> bool:
+    """Whether lists and objects nest more than `limit` levels in `value`, level by level (no recursion)."""
+    level = [value] if isinstance(value, (dict, list)) else []
+    for _ in range(limit):
+        level = [v for c in level for v in (c.values() if isinstance(c, dict) else c) if isinstance(v, (dict, list))]
+        if not level:
+            return False
+    return bool(level)
+
+
+def _record_problem(value, text: str | None = None) -> str | None:
+    """Why a parsed JSON value is no record, or None. `text`, the source line, only lets common rows skip the
+    walks: a line has no more levels than brackets and no lone surrogate without a \\ud8.. escape."""
+    if (text is None or text.count("{") + text.count("[") > MAX_DEPTH) and _deeper_than(value, MAX_DEPTH):
+        return _TOO_DEEP
+    if not isinstance(value, dict):
+        return f"a JSON {_JSON_TYPES[type(value)]}, not an object"
+    if text is None or _SURROGATE_ESCAPE.search(text):
         try:
-            record = json.loads(line)
-            json.dumps(record, ensure_ascii=False).encode("utf-8")  # lone surrogates cannot be stored
-        except (json.JSONDecodeError, UnicodeEncodeError):
-            record = None
-        records.append(record if isinstance(record, dict) else {INVALID_JSON: line})
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            return "not valid Unicode: a lone surrogate escape (\\ud800-\\udfff), which no UTF-8 file can hold"
+    return None
+
+
+def _invalid(text: str, reason: str) -> dict:
+    return {INVALID_JSON: text, INVALID_REASON: reason}
+
+
+def _line_record(line: bytes) -> dict:
+    """One JSON line (without its line end) to a record, or to an invalid row keeping the line and the reason."""
+    try:
+        text = line.decode("utf-8")
+    except UnicodeDecodeError as err:
+        return _invalid(line.decode("utf-8", "backslashreplace"),
+                        f"line is not valid UTF-8 ({err.reason} at byte {err.start})")
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        return _invalid(text, f"not valid JSON ({err.msg} at column {err.colno})")
+    except RecursionError:
+        return _invalid(text, _TOO_DEEP)
+    problem = _record_problem(value, text)
+    return _invalid(text, problem) if problem else value
+
+
+def _json_lines(data: bytes) -> list[dict]:
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
+    records = []
+    for line in data.split(b"\n"):
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if line.strip():  # bytes.strip() takes ASCII whitespace only
+            records.append(_line_record(line))
     return records
+
+
+def _json_list(path: Path) -> list[dict]:
+    """A .json file holding one list of records (or {"data": [...]}, as some hub repos keep it)."""
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8-sig"))
+    except UnicodeDecodeError as err:
+        raise InputError(f"{path}: not valid UTF-8 ({err.reason} at byte {err.start})") from None
+    except json.JSONDecodeError as err:
+        raise InputError(f"{path}: not valid JSON ({err})") from None
+    except RecursionError:
+        raise InputError(f"{path}: {_TOO_DEEP}") from None
+    if isinstance(data, dict) and len(data) == 1 and isinstance(next(iter(data.values())), list):
+        data = next(iter(data.values()))
+    if not isinstance(data, list):
+        raise InputError(f"{path}: expected a JSON list of records")
+    records = []
+    for i, value in enumerate(data):
+        problem = _record_problem(value)
+        if problem == _TOO_DEEP:  # a list has no source line to keep it by, and fetch cannot store it
+            raise InputError(f"{path}: record {i} is {_TOO_DEEP}")
+        # ASCII escapes: the text kept may hold the lone surrogate the record is rejected for
+        records.append(_invalid(json.dumps(value), problem) if problem else value)
+    return records
+
+
+def _read_json_records(path: Path) -> list[dict]:
+    return _json_list(path) if path.suffix == ".json" else _json_lines(path.read_bytes())
 
 
 def read_file(path: str | Path) -> tuple[pl.DataFrame, list[str]]:
@@ -79,9 +180,9 @@ def read_file(path: str | Path) -> tuple[pl.DataFrame, list[str]]:
     if not path.is_file():
         raise FileNotFoundError(f"data file not found: {path}")
     if path.suffix == ".parquet":
-        return pl.read_parquet(path), []
+        return readable(path, "parquet", pl.read_parquet), []
     if path.suffix == ".csv":
-        return pl.read_csv(path, infer_schema_length=None), []
+        return readable(path, "CSV", lambda p: pl.read_csv(p, infer_schema_length=None)), []
     if path.suffix in (".jsonl", ".json"):
         return _records_to_frame(_read_json_records(path))
     raise InputError(f"{path}: unsupported file type {path.suffix!r}; use one of {', '.join(SUFFIXES)}")
@@ -149,12 +250,17 @@ def write_raw(frame: pl.DataFrame, json_columns: list[str], target: str | Path) 
 
 def read_raw(path: str | Path) -> pl.DataFrame:
     """A raw table back, with JSON-encoded columns decoded to Python objects."""
-    import pyarrow.parquet as pq
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"raw table not found: {path} (run the fetch stage first)")
+    return readable(path, "parquet", _raw_table)
+
+
+def _raw_table(path: Path) -> pl.DataFrame:
+    import pyarrow.parquet as pq
+
     table = pq.read_table(path)
+    table.validate(full=True)  # a flipped byte in a string page would otherwise panic inside polars, not raise
     json_columns = json.loads((table.schema.metadata or {}).get(JSON_COLUMNS_KEY, b"[]"))
     frame = pl.from_arrow(table)
     for name in json_columns:

@@ -4,10 +4,13 @@
     def main(params: dict, hw: dict) -> None: ...
 
 gives the stage a `--params FILE` option and, before its body runs: logging, params.yaml read and checked
-against its schemas (ladder.params), and with `hardware` the device choice logged with the process's rank and the section's cpu_bf16 choice
-(ladder.training.stage_hardware). An InputError (a missing file or column, a bad param) or a missing file ends
-the stage with one line and exit status 1; any other error is a bug and keeps its traceback. `--help` prints
-the stage module's docstring as written.
+against its schemas (ladder.params), with `trainer` the section's `trainer` params checked against the trainer's
+config class (ladder.training.trainer_check), the temporaries of killed runs swept (ladder.io.sweep_stale), and with
+`hardware` the device choice logged with the process's rank and the section's cpu_bf16 choice
+(ladder.training.stage_hardware). The body runs inside ladder.io.stage_outputs: its outputs replace the previous
+ones together when it ends, or not at all. An InputError (a missing file or column, a bad param, an unreadable
+input, a full disk or a read-only folder) or a missing file ends the stage with one line and exit status 1; any
+other error is a bug and keeps its traceback. `--help` prints the stage module's docstring as written.
 """
 from __future__ import annotations
 
@@ -45,26 +48,41 @@ def declared_inputs(name: str, dvc_yaml: Path = Path("dvc.yaml")) -> list[str]:
     return [d for d in body.get("deps", []) if isinstance(d, str) and "${" not in d]
 
 
-def stage(name: str, hardware: Callable[[str, dict], dict] | None = None, section: str | None = None) -> Callable:
+def stage(name: str, hardware: Callable[[str, dict], dict] | None = None, section: str | None = None,
+          trainer: Callable[[dict, str, str], None] | None = None) -> Callable:
     """Make `fn(params, [hw,] **options)` stage `name`'s Click command (see the module docstring). `hardware`:
-    ladder.training.stage_hardware for a stage that loads models (passed in, not imported here, so that stages
-    without models do not depend on the training module); `section`: the params section whose cpu_bf16 applies
-    (default: `name`). Click options go below this decorator."""
+    ladder.training.stage_hardware for a stage that loads models, and `trainer`: ladder.training.trainer_check(...)
+    for one that trains (passed in, not imported here, so that stages without models do not depend on the
+    training module); `section`: the params section whose cpu_bf16 and trainer apply (default: `name`). Click
+    options go below this decorator."""
 
     def wrap(fn: Callable) -> click.Command:
         def run(params_file: str, **options) -> None:
+            from ladder import paths
+            from ladder.io import stage_outputs, sweep_stale, system_cause
             from ladder.params import load_params
 
             logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+            log = logging.getLogger(f"ladder.{name}")
             try:
                 params = load_params(params_file)
+                if trainer:
+                    trainer(params[section or name], section or name, params_file)
+                for path in sweep_stale(paths.OUTPUT_FOLDERS):
+                    log.info("removed %s, left by a run that was killed", path)
                 if hardware:
                     options["hw"] = hardware(name, params[section or name])
-                return fn(params, **options)
+                with stage_outputs():
+                    return fn(params, **options)
             except InputError as error:
                 raise click.ClickException(str(error)) from None
             except FileNotFoundError as error:
                 raise click.ClickException(f"missing file: {error.filename or error}") from None
+            except OSError as error:  # the machine's refusal (no space, read-only) is one line; anything else a bug
+                cause = system_cause(error)
+                if not cause:
+                    raise
+                raise click.ClickException(f"{error.filename or 'a file'}: {cause}") from None
 
         run.__click_params__ = list(getattr(fn, "__click_params__", []))
         run.__doc__ = fn.__doc__

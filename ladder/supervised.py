@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from ladder import paths
+from ladder.errors import InputError
 
 log = logging.getLogger("ladder.sft")
 CHECKPOINTS = paths.CHECKPOINTS / "sft"
@@ -21,10 +22,12 @@ def load_conversations(path: str | Path) -> dict[str, list[list[dict]]]:
     """Train and eval conversations, each in id order (a stable choice of the first N)."""
     import polars as pl
 
-    from ladder.records import require_columns
+    from ladder.io import read_parquet
+    from ladder.records import require_columns, require_rows
 
-    df = pl.read_parquet(path)
+    df = read_parquet(path)
     require_columns(df, ("messages", "split"), path)
+    require_rows(df, path, "sft", {"train": 1, "eval": 1})
     df = df.sort("id")
     return {s: df.filter(pl.col("split") == s)["messages"].to_list() for s in ("train", "eval")}
 
@@ -85,6 +88,10 @@ def train(params: dict, data: dict, base: str | Path, hw: dict, checkpoints: Pat
     greeting = params["learn_greeting"]
     train_set, dropped_train = tokenized(data["train"], tokenizer, params["max_length"], greeting)
     eval_set, dropped_eval = tokenized(data["eval"], tokenizer, params["max_length"], greeting)
+    if not len(train_set) or not len(eval_set):  # before checkpoints or curves are touched
+        raise InputError(f"sft: {len(train_set)} train and {len(eval_set)} eval conversations keep an assistant "
+                         f"token within sft.max_length = {params['max_length']} (of {len(data['train'])} and "
+                         f"{len(data['eval'])}); it needs at least 1 of each")
     args = trainer_arguments(params["trainer"], str(checkpoints), params["seed"], hw, optim_gpu="paged_adamw_32bit")
     config = SFTConfig(**args, max_length=params["max_length"], packing=params["packing"])
     mark = fingerprint({"params": params, "train": train_set.to_dict()}, [Path(base) / "model.safetensors"])

@@ -12,7 +12,7 @@ import importlib.util
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from ladder.lazy import lazy_classes
 from ladder.params import CPU_BF16_CHOICES
@@ -168,17 +168,119 @@ def compact_fused_head() -> bool:
     return True
 
 
-def check_trainer_keys(trainer_params: dict, config_class, section: str) -> None:
-    """Stop on a `trainer` key that `config_class` (TrainingArguments or a TRL config) does not have, with one
-    line naming it, before any model loads: the class itself would raise a TypeError once the trainer is built."""
+# Domains TrainingArguments documents but its annotations do not carry (a float `logging_steps` or `warmup_steps`
+# below 1 is a share of the steps). A value outside them trains something else silently (max_steps -5 trained 3
+# epochs) or fails deep in torch after the models load.
+_POSITIVE = (lambda v: v > 0, "greater than 0")
+_AT_LEAST_0 = (lambda v: v >= 0, "at least 0")
+_BELOW_1 = (lambda v: 0 <= v < 1, "at least 0 and below 1")
+TRAINER_RANGES = {
+    "learning_rate": _POSITIVE, "num_train_epochs": _POSITIVE,
+    "max_steps": (lambda v: v == -1 or v > 0, "-1 (train num_train_epochs) or greater than 0"),
+    "per_device_train_batch_size": _POSITIVE, "per_device_eval_batch_size": _POSITIVE,
+    "gradient_accumulation_steps": _POSITIVE, "eval_accumulation_steps": _POSITIVE,
+    "warmup_steps": _AT_LEAST_0, "weight_decay": _AT_LEAST_0, "max_grad_norm": _AT_LEAST_0,
+    "adam_beta1": _BELOW_1, "adam_beta2": _BELOW_1, "adam_epsilon": _POSITIVE, "label_smoothing_factor": _BELOW_1,
+    "logging_steps": _POSITIVE, "eval_steps": _POSITIVE, "save_steps": _POSITIVE, "save_total_limit": _POSITIVE,
+    "seed": _AT_LEAST_0, "data_seed": _AT_LEAST_0, "dataloader_num_workers": _AT_LEAST_0,
+}
+
+
+def _fits(value: Any, annotation: Any) -> bool | str:
+    """Whether `value` (as YAML gave it) fits a config field's annotation: True, False, or the allowed values of
+    an enum or Literal it misses. A string beside an enum (`SchedulerType | str`) must be one of the enum's
+    values; an annotation this does not know (a callable, a class) is left to the config class."""
+    import enum
+    import types
+    import typing
+
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if annotation is Any:
+        return True
+    if origin in (typing.Union, types.UnionType):
+        if value is None:
+            return type(None) in args
+        enums = [a for a in args if isinstance(a, type) and issubclass(a, enum.Enum)]
+        if enums and isinstance(value, str):
+            choices = [str(e.value) for a in enums for e in a]
+            return True if value in choices else ", ".join(choices)
+        results = [_fits(value, a) for a in args if a is not type(None)]
+        return True if True in results else next((r for r in results if isinstance(r, str)), False)
+    if origin is typing.Literal:
+        return True if value in args else ", ".join(map(str, args))
+    if value is None:
+        return False
+    if annotation is bool:
+        return isinstance(value, bool)
+    if annotation is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if annotation is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if annotation is str:
+        return isinstance(value, str)
+    if origin in (list, tuple) or annotation in (list, tuple):
+        return isinstance(value, list) and (not args or all(_fits(v, args[0]) is True for v in value))
+    if origin is dict or annotation is dict:
+        return isinstance(value, dict)
+    if isinstance(annotation, type) and issubclass(annotation, enum.Enum):
+        choices = [str(e.value) for e in annotation]
+        return True if value in choices else ", ".join(choices)
+    return True
+
+
+def trainer_check(config_class: str | Callable[[dict], type]) -> Callable[[dict, str, str], None]:
+    """What ladder.stage runs on a training stage's params section before anything else: check_trainer against
+    `config_class`, given as "module:Class" or as a function of the section (dpo's depends on its method)."""
+    def check(params: dict, section: str, source: str) -> None:
+        if isinstance(config_class, str):
+            import importlib
+
+            module, _, name = config_class.partition(":")
+            cls = getattr(importlib.import_module(module), name)
+        else:
+            cls = config_class(params)
+        check_trainer(params["trainer"], cls, section, source)
+
+    return check
+
+
+def check_trainer(trainer_params: dict, config_class, section: str, source: str = "params.yaml") -> None:
+    """Stop on a `trainer` key that `config_class` (TrainingArguments or a TRL config) does not have, on a value
+    of the wrong type for its field, or outside TRAINER_RANGES, with one line naming `source` (the params file),
+    the key, the value as written and what is allowed, before any model loads: the class itself takes any value
+    of any type, and a wrong one fails, if at all, in the middle of training."""
     import dataclasses
+    import typing
 
     from ladder.errors import InputError
+    from ladder.params import kind
 
-    unknown = sorted(set(trainer_params) - {f.name for f in dataclasses.fields(config_class)})
-    if unknown:
-        raise InputError(f"params.yaml: {section}.trainer.{unknown[0]}: unknown key; {section}.trainer passes "
-                         f"through to {config_class.__name__}, which has no such argument")
+    fields = {f.name for f in dataclasses.fields(config_class)}
+    hints = typing.get_type_hints(config_class)
+    for key, value in trainer_params.items():
+        where = f"{source}: {section}.trainer.{key}"
+        if key not in fields:
+            raise InputError(f"{where}: unknown key; {section}.trainer passes through to {config_class.__name__}, "
+                             f"which has no such argument")
+        fits = _fits(value, hints.get(key, Any))
+        if fits is not True:
+            wanted = f"one of {fits}" if isinstance(fits, str) else _type_words(hints[key])
+            raise InputError(f"{where} = {value!r}: {config_class.__name__}.{key} takes {wanted}, not {kind(value)}")
+        check, allowed = TRAINER_RANGES.get(key, (None, ""))
+        if check and value is not None and not check(value):
+            raise InputError(f"{where} = {value!r}: must be {allowed}")
+
+
+def _type_words(annotation: Any) -> str:
+    """An annotation in words: `float | None` -> "a number or null"."""
+    import types
+    import typing
+
+    words = {bool: "a boolean", int: "an integer", float: "a number", str: "text", dict: "a mapping",
+             list: "a list", type(None): "null"}
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        return " or ".join(dict.fromkeys(_type_words(a) for a in typing.get_args(annotation)))
+    return words.get(typing.get_origin(annotation) or annotation, getattr(annotation, "__name__", str(annotation)))
 
 
 def trainer_arguments(trainer_params: dict, output_dir: str, seed: int, hw: dict, optim_gpu: str | None = None,
@@ -285,10 +387,14 @@ def _callbacks() -> dict[str, type]:
         def __init__(self, stage: str, params: dict | None = None):
             from dvclive import Live
 
-            # Live() empties its folder when it starts: made on the main process only (the parent class
-            # touches `live` on world process zero only)
-            live = (Live(os.path.join("dvclive", stage), dvcyaml=False, save_dvc_exp=False) if is_main_process()
-                    else None)
+            from ladder.io import staged_folder
+            from ladder.paths import DVCLIVE
+
+            # Live() empties its folder when it starts: it gets a new one that replaces dvclive/<stage> with the
+            # stage's other outputs (the curves of the last complete run stay until then); made on the main process
+            # only (the parent class touches `live` on world process zero only)
+            live = (Live(str(staged_folder(DVCLIVE / stage)), dvcyaml=False, save_dvc_exp=False)
+                    if is_main_process() else None)
             super().__init__(live=live)
             self.params = params or {}
             self.timings: dict[str, float] = {}

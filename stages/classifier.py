@@ -36,28 +36,31 @@ from ladder.errors import InputError
 from ladder.judge import SETTINGS, train
 from ladder.judge_data import load_rows, training_pairs
 from ladder.metrics import evaluate_judge
+from ladder.records import require_counts
 from ladder.stage import stage
-from ladder.training import stage_hardware
+from ladder.training import stage_hardware, trainer_check
 
 log = logging.getLogger("ladder.classifier")
 
 
-@stage("classifier", hardware=stage_hardware)
+@stage("classifier", hardware=stage_hardware, trainer=trainer_check("transformers:TrainingArguments"))
 def main(all_params: dict, hw: dict) -> None:
-    from transformers import AutoTokenizer, TrainingArguments
+    from transformers import AutoTokenizer
 
     from ladder.io import atomic_path, rounded, write_json
     from ladder.judge import LABELS, build_judge, is_decoder, load_judge, prepare_tokenizer, save_judge
     from ladder.models import read_identity
-    from ladder.training import check_trainer_keys, is_main_process, split_timings
+    from ladder.training import is_main_process, split_timings
 
     params = all_params["classifier"]
-    check_trainer_keys(params["trainer"], TrainingArguments, "classifier")
     try:
         data, ties_dropped = load_rows(paths.ARENA, paths.PREFERENCES, params["ties"],
                                        params["preference_share"], params["rejected_ties"])
     except ValueError as error:  # a column missing from the clean tables
         raise InputError(str(error)) from None
+    require_counts({s: len(data[s]) for s in ("train", "eval")},
+                   [paths.ARENA] + ([paths.PREFERENCES] if params["preference_share"] else []), "classifier",
+                   {"train": 1, "eval": 1})
     labels = list(LABELS[:3 if params["ties"] == "class" else 2])
     start = time.perf_counter()
     try:
@@ -75,9 +78,9 @@ def main(all_params: dict, hw: dict) -> None:
     # The backbone by what it is (id, revision), not by where it lies: load_judge checks the folder it is given.
     settings = {"backbone": read_identity(paths.JUDGE_BASE), "labels": labels,
                 **{k: params[k] for k in SETTINGS}, "head": model.kind}
-    with atomic_path(paths.JUDGE) as tmp:
+    with atomic_path(paths.JUDGE) as tmp:  # becomes models/judge with the stage's other outputs
         save_judge(model, tokenizer, settings, tmp)
-    judge = load_judge(paths.JUDGE, paths.JUDGE_BASE, hw["cuda"], hw["bf16"])  # measure what was saved, as inference loads it
+        judge = load_judge(tmp, paths.JUDGE_BASE, hw["cuda"], hw["bf16"])  # measure what was saved, as inference loads it
     start = time.perf_counter()
     scored = judge.score(data["eval"], batch_size=params["eval_batch_size"])
     pairs_per_second = len(scored) / max(time.perf_counter() - start, 1e-9)

@@ -1,8 +1,10 @@
 """clean: every raw source to the unified records, filtered, deduplicated, split and mixed.
 
-Reads   data/raw/<source>.parquet for each source in params `fetch.sources` (their `format`), params `clean`.
-Writes  data/clean/{conversations,preferences,feedback,arena,rejects}.parquet, metrics/clean.json,
-        metrics/timings/clean.json.
+Reads   data/raw/<source>.parquet for each source in params `fetch.sources` and `fetch.hub_sources` (their
+        `format`), params `clean`.
+Writes  data/clean/{conversations,preferences,feedback,arena,rejects}.parquet (each table's metadata says how
+        many records each param's filter removed, for the stages after it), metrics/clean.json (with `removed_by`
+        per table, and a warning for each source a filter emptied), metrics/timings/clean.json.
 
 Order: parse (ladder.formats) -> filters -> exact dedup across sources (first source in params wins)
 -> eval split by a stable hash of the source row, widened so no eval prompt is also in train -> per-source
@@ -20,7 +22,7 @@ from pathlib import Path
 import click
 
 from ladder import paths
-from ladder.cleaning import clean
+from ladder.cleaning import clean, with_values
 from ladder.stage import stage
 
 log = logging.getLogger("ladder.clean")
@@ -31,14 +33,19 @@ log = logging.getLogger("ladder.clean")
 @click.option("--out-dir", default=str(paths.CLEAN), show_default=True)
 def main(params: dict, raw_dir: str, out_dir: str) -> None:
     from ladder.io import write_json, write_parquet
+    from ladder.params import all_sources
+    from ladder.records import removed_by_metadata
     from ladder.sources import read_raw
 
     start = time.perf_counter()
     raw = {name: (spec["format"], read_raw(Path(raw_dir) / f"{name}.parquet"))
-           for name, spec in params["fetch"]["sources"].items()}
+           for name, spec in all_sources(params["fetch"]).items()}
     tables, metrics, timings = clean(raw, params["clean"])
+    for warning in metrics["warnings"]:
+        log.warning("%s", warning)
     for name, df in tables.items():
-        write_parquet(df, Path(out_dir) / f"{name}.parquet")
+        removed = with_values(metrics["removed_by"].get(name, {}), params)
+        write_parquet(df, Path(out_dir) / f"{name}.parquet", metadata=removed_by_metadata(removed))
         log.info("%s: %d records", name, df.height)
     write_json(metrics, paths.metrics_file("clean"))
     write_json({"seconds": round(time.perf_counter() - start, 3), "parse": timings}, paths.timings_file("clean"))

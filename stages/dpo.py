@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ladder import paths
 from ladder.stage import stage
-from ladder.training import stage_hardware
+from ladder.training import stage_hardware, trainer_check
 
 log = logging.getLogger("ladder.dpo")
 
@@ -38,10 +38,12 @@ def load_pairs(path: str | Path, tokenizer, max_prompt_length: int) -> dict:
     from datasets import Dataset
 
     from ladder.chat import fit_prompt
-    from ladder.records import require_columns
+    from ladder.io import read_parquet
+    from ladder.records import require_columns, require_rows
 
-    df = pl.read_parquet(path)
+    df = read_parquet(path)
     require_columns(df, ("prompt", "chosen", "rejected", "split"), path)
+    require_rows(df, path, "dpo", {"train": 1, "eval": 1})
     df = df.sort("id")
     out = {}
     for split in ("train", "eval"):
@@ -53,19 +55,25 @@ def load_pairs(path: str | Path, tokenizer, max_prompt_length: int) -> dict:
     return out
 
 
-@stage("dpo", hardware=stage_hardware)
+def preference_config(params: dict):
+    """The TRL config class of the method `dpo.method` names: what `dpo.trainer` passes through to."""
+    from ladder.preference import config_class
+
+    return config_class(params["method"])
+
+
+@stage("dpo", hardware=stage_hardware, trainer=trainer_check(preference_config))
 def main(all_params: dict, hw: dict) -> None:
     from transformers import AutoTokenizer
 
     from ladder.io import atomic_path, write_json
     from ladder.merging import sft_merged
-    from ladder.preference import config_class, eval_figures, logged_params, trainer_for
-    from ladder.training import (LiveCallback, causal_lm_settings, check_trainer_keys, count_tokens,
+    from ladder.preference import eval_figures, logged_params, trainer_for
+    from ladder.training import (LiveCallback, causal_lm_settings, count_tokens,
                                  gathered_state_dict, is_main_process, lora_config, save_adapter, split_timings,
                                  token_timings)
 
     params = all_params["dpo"]
-    check_trainer_keys(params["trainer"], config_class(params["method"]), "dpo")
     tokenizer = AutoTokenizer.from_pretrained(paths.SFT)  # carries the chat template SFT trained with
     data = load_pairs(paths.SCORED_DPO, tokenizer, params["max_prompt_length"])
     if params["eval_pairs"] is not None:

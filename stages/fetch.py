@@ -1,6 +1,6 @@
 """fetch: bring one data source or one starting model into the pipeline.
 
-Reads   params.yaml `fetch` (sources: a local `path` or a `hub` id + pinned `revision` [+ `split`];
+Reads   params.yaml `fetch` (sources: local files by `path`; hub_sources: a `hub` id + pinned `revision` [+ `split`];
         base_model / judge_model / reward_model with their revisions, seed for tiny models), HF_TOKEN from the
         environment or .env.
 Writes  data/raw/<source>.parquet with the source's own columns (one DVC stage per source), or
@@ -58,7 +58,7 @@ def fetch_model(params: dict, which: str) -> Path:
 
 
 @stage("fetch")
-@click.option("--source", help="name of a source in params fetch.sources")
+@click.option("--source", help="name of a source in params fetch.sources or fetch.hub_sources")
 @click.option("--model", type=click.Choice(sorted(MODEL_TARGETS)), help="which starting model to fetch")
 def main(all_params: dict, source: str | None, model: str | None) -> None:
     if bool(source) == bool(model):
@@ -66,9 +66,12 @@ def main(all_params: dict, source: str | None, model: str | None) -> None:
     params = all_params["fetch"]
     start = time.perf_counter()
     if source:
-        sources = params["sources"]
+        from ladder.params import all_sources
+
+        sources = all_sources(params)
         if source not in sources:
-            raise click.BadParameter(f"{source!r} is not in fetch.sources ({', '.join(sources)})", param_hint="--source")
+            raise click.BadParameter(f"{source!r} is not in fetch.sources or fetch.hub_sources "
+                                     f"({', '.join(sources) or 'none'})", param_hint="--source")
         fetch_source(sources[source], source)
     else:
         fetch_model(params, model)

@@ -50,6 +50,7 @@ def main(all_params: dict, hw: dict) -> None:
     from ladder.elo import soft_outcome
     from ladder.generation import sample_replies
     from ladder.io import write_json, write_parquet
+    from ladder.records import require_counts
     from ladder.judge import load_judge
     from ladder.models import read_identity
     from ladder.reward_model import Scorer, best_replies
@@ -62,6 +63,8 @@ def main(all_params: dict, hw: dict) -> None:
         raise InputError(f"{paths.JUDGE} was trained on backbone {judge_backbone}, but {paths.JUDGE_BASE} "
                          f"holds {read_identity(paths.JUDGE_BASE)}: rerun the classifier stage")
     pool = eval_prompts(paths.CONVERSATIONS)
+    require_counts({"eval": len(pool)}, [paths.CONVERSATIONS],
+                   "inference (eval conversations that end in a reply to a user turn)", {"eval": 1})
     prompts = held_out_prompts(paths.CONVERSATIONS, params["n_prompts"], params["seed"])
     messages = [p["messages"] for p in prompts]
     scorer = Scorer(paths.REWARD, all_params["reward"]["max_length"], all_params["reward"]["score_batch_size"])

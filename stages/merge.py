@@ -36,14 +36,17 @@ def main(params: dict) -> None:
     import polars as pl
     from transformers import AutoTokenizer, GenerationConfig
 
-    from ladder.io import atomic_path, write_json
+    from ladder.io import atomic_path, read_parquet, write_json
+    from ladder.records import require_rows
 
     merge = params["merge"]
     start = time.perf_counter()
+    scored = read_parquet(paths.SCORED_SFT)
+    require_rows(scored, paths.SCORED_SFT, "merge's parity check", {"eval": 1})
+    eval_rows = scored.filter(pl.col("split") == "eval").sort("id")
     tokenizer = AutoTokenizer.from_pretrained(paths.DPO)
     stack = stacked(paths.BASE, paths.SFT, paths.DPO)
     model = merged_from(stack, merge["dtype"])
-    eval_rows = pl.read_parquet(paths.SCORED_SFT).filter(pl.col("split") == "eval").sort("id")
     conversations = eval_rows["messages"].to_list()[:merge["parity_conversations"]]
     difference = max_logit_difference(stack, model, tokenizer, conversations, merge["parity_dtype"])
     metrics = {s: json.loads(paths.metrics_file(s).read_text()) for s in ("sft", "dpo")}

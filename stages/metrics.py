@@ -67,16 +67,16 @@ def validity_report(judged, identical, replies: dict, rewards: dict, lengths: di
 def main(all_params: dict) -> None:
     import polars as pl
 
-    from ladder.io import write_json
+    from ladder.io import read_parquet, write_json
 
     params = all_params["metrics"]
     folder = paths.GENERATIONS
     for name in ("prompts", "responses", "judgments"):
         if not (folder / f"{name}.parquet").is_file():
             raise InputError(f"{folder / name}.parquet is missing: rerun the inference stage")
-    responses = pl.read_parquet(folder / "responses.parquet")
-    judged = pl.read_parquet(folder / "judgments.parquet")
-    identical = pl.read_parquet(folder / "identical.parquet") if (folder / "identical.parquet").is_file() else None
+    responses = read_parquet(folder / "responses.parquet")
+    judged = read_parquet(folder / "judgments.parquet")
+    identical = read_parquet(folder / "identical.parquet") if (folder / "identical.parquet").is_file() else None
     if "control" not in responses.columns:
         responses = responses.with_columns(pl.lit(False).alias("control"))
     models = list(dict.fromkeys(responses["model"].to_list()))
@@ -118,7 +118,7 @@ def main(all_params: dict) -> None:
                 for m, v in per_model.items()], paths.PLOTS / "eval" / "elo.json")
     write_json([{"model": x, "opponent": y, "win_rate": rounded(w)} for (x, y), w in sorted(wins.items())],
                paths.PLOTS / "eval" / "win_rates.json")
-    prompts = pl.read_parquet(folder / "prompts.parquet").to_dicts()
+    prompts = read_parquet(folder / "prompts.parquet").to_dicts()
     write_json(review_examples(prompts, replies, anchor, best_generated(ratings, generated, anchor), params["seed"]),
                paths.EXAMPLES)
     log.info("ladder: %s", {m: v["elo"] for m, v in per_model.items()})

@@ -59,7 +59,8 @@ def main(params: dict, hw: dict) -> None:
 
     from ladder.chat import render
     from ladder.gguf_export import export_gguf
-    from ladder.io import atomic_path, write_json
+    from ladder.io import atomic_path, read_parquet, write_json
+    from ladder.records import require_rows
     from ladder.quantization import format_names, load_quantized, weight_files
     from ladder.training import compute_dtype, device_name
 
@@ -75,6 +76,9 @@ def main(params: dict, hw: dict) -> None:
             pre_tokenizer_type(Tokenizers.from_pretrained(MERGED), str(MERGED))
         except ValueError as error:
             raise InputError(str(error)) from None
+    scored = read_parquet(paths.SCORED_SFT)
+    require_rows(scored, paths.SCORED_SFT, "quantize's fidelity check", {"eval": 1})
+    eval_rows = scored.filter(pl.col("split") == "eval").sort("id")
     compute = compute_dtype(hw["bf16"])
     log.info("fidelity computed in %s", compute)
     timings: dict[str, dict] = {"quantize_seconds": {}, "load_seconds": {}, "generation_tokens_per_s": {}}
@@ -89,35 +93,34 @@ def main(params: dict, hw: dict) -> None:
             else:
                 quantize_bnb(MERGED, tmp / fmt, fmt, q["dtype"], q["nf4_compute_dtype"], hw["cuda"])
             timings["quantize_seconds"][fmt] = round(time.perf_counter() - start, 2)
-
-    tokenizer = AutoTokenizer.from_pretrained(MERGED)
-    reference = AutoModelForCausalLM.from_pretrained(MERGED, dtype=getattr(torch, compute)).to(
-        device_name(hw["cuda"])).eval()
-    numels = {k: v.numel() for k, v in reference.state_dict().items()}
-    size_16bit = 2 * sum(p.numel() for p in reference.parameters())  # tied weights counted once
-    eval_rows = pl.read_parquet(paths.SCORED_SFT).filter(pl.col("split") == "eval").sort("id")
-    texts = [render(m, tokenizer) for m in eval_rows["messages"].to_list()[:q["eval_conversations"]]]
-    batches = [tokenizer(t, return_tensors="pt", add_special_tokens=False, truncation=True,
-                         max_length=q["max_length"]).input_ids for t in texts]
-    prompt = render(eval_rows["messages"][0][:1], tokenizer, generation_prompt=True)
-    speed = timings["generation_tokens_per_s"]
-    speed["merged"] = round(generation_speed(reference, tokenizer, prompt, q["generation_tokens"]), 2)
-    results = {}
-    for name in format_names(q["formats"], q["gguf_types"]):
-        start = time.perf_counter()
-        model, _ = load_quantized(OUT, name, dtype=compute, cuda=hw["cuda"])
-        load_seconds = time.perf_counter() - start
-        figures = fidelity(reference, model, batches)
-        size = sizes(weight_files(OUT, name), numels)
-        results[name] = {
-            **{k: round(v, 6) if isinstance(v, float) else v for k, v in figures.items()},
-            "size_mb": round(size["bytes"] / 2**20, 2), "size_ratio_16bit": round(size["bytes"] / size_16bit, 4),
-            "quantized_layers_ratio_16bit": round(size["quantized_bytes"] / (2 * size["quantized_numel"]), 4)
-            if size["quantized_numel"] else None}
-        timings["load_seconds"][name] = round(load_seconds, 2)
-        speed[name] = round(generation_speed(model, tokenizer, prompt, q["generation_tokens"]), 2)
-        log.info("%s: %s", name, results[name])
-        del model
+        # measured as written, from the folder that becomes models/quantized with the stage's other outputs
+        tokenizer = AutoTokenizer.from_pretrained(MERGED)
+        reference = AutoModelForCausalLM.from_pretrained(MERGED, dtype=getattr(torch, compute)).to(
+            device_name(hw["cuda"])).eval()
+        numels = {k: v.numel() for k, v in reference.state_dict().items()}
+        size_16bit = 2 * sum(p.numel() for p in reference.parameters())  # tied weights counted once
+        texts = [render(m, tokenizer) for m in eval_rows["messages"].to_list()[:q["eval_conversations"]]]
+        batches = [tokenizer(t, return_tensors="pt", add_special_tokens=False, truncation=True,
+                             max_length=q["max_length"]).input_ids for t in texts]
+        prompt = render(eval_rows["messages"][0][:1], tokenizer, generation_prompt=True)
+        speed = timings["generation_tokens_per_s"]
+        speed["merged"] = round(generation_speed(reference, tokenizer, prompt, q["generation_tokens"]), 2)
+        results = {}
+        for name in format_names(q["formats"], q["gguf_types"]):
+            start = time.perf_counter()
+            model, _ = load_quantized(tmp, name, dtype=compute, cuda=hw["cuda"])
+            load_seconds = time.perf_counter() - start
+            figures = fidelity(reference, model, batches)
+            size = sizes(weight_files(tmp, name), numels)
+            results[name] = {
+                **{k: round(v, 6) if isinstance(v, float) else v for k, v in figures.items()},
+                "size_mb": round(size["bytes"] / 2**20, 2), "size_ratio_16bit": round(size["bytes"] / size_16bit, 4),
+                "quantized_layers_ratio_16bit": round(size["quantized_bytes"] / (2 * size["quantized_numel"]), 4)
+                if size["quantized_numel"] else None}
+            timings["load_seconds"][name] = round(load_seconds, 2)
+            speed[name] = round(generation_speed(model, tokenizer, prompt, q["generation_tokens"]), 2)
+            log.info("%s: %s", name, results[name])
+            del model
     write_json({"reference": {"size_16bit_mb": round(size_16bit / 2**20, 2), "eval_conversations": len(batches)},
                 "formats": results}, paths.metrics_file("quantize"))
     write_json(timings, paths.timings_file("quantize"))

@@ -24,7 +24,7 @@ from ladder import paths
 from ladder.metrics import binary_metrics
 from ladder.reward_model import build_model, train
 from ladder.stage import stage
-from ladder.training import stage_hardware
+from ladder.training import stage_hardware, trainer_check
 
 log = logging.getLogger("ladder.reward")
 
@@ -32,24 +32,25 @@ log = logging.getLogger("ladder.reward")
 def load_feedback(path: str | Path) -> dict[str, dict[str, list]]:
     import polars as pl
 
-    from ladder.records import require_columns
+    from ladder.io import read_parquet
+    from ladder.records import require_columns, require_rows
 
-    df = pl.read_parquet(path)
+    df = read_parquet(path)
     require_columns(df, ("messages", "label", "split"), path)
+    require_rows(df, path, "reward", {"train": 1, "eval": 1})
     return {split: {"messages": df.filter(pl.col("split") == split)["messages"].to_list(),
                     "label": df.filter(pl.col("split") == split)["label"].to_list()} for split in ("train", "eval")}
 
 
-@stage("reward", hardware=stage_hardware)
+@stage("reward", hardware=stage_hardware, trainer=trainer_check("transformers:TrainingArguments"))
 def main(all_params: dict, hw: dict) -> None:
-    from transformers import AutoTokenizer, TrainingArguments
+    from transformers import AutoTokenizer
 
     from ladder.io import atomic_path, write_json
     from ladder.reward_model import OBJECTIVE_FILE, left_truncating, render, score_texts
-    from ladder.training import check_trainer_keys, is_main_process, split_timings
+    from ladder.training import is_main_process, split_timings
 
     params = all_params["reward"]
-    check_trainer_keys(params["trainer"], TrainingArguments, "reward")
     data = load_feedback(paths.FEEDBACK)
     tokenizer = left_truncating(AutoTokenizer.from_pretrained(paths.REWARD_BASE))
     texts = {s: [render(m, tokenizer) for m in data[s]["messages"]] for s in data}

@@ -29,7 +29,7 @@ import polars as pl
 
 from ladder import paths
 from ladder.holdout import judge_holdout
-from ladder.records import SCHEMAS, require_columns
+from ladder.records import SCHEMAS, removed_by, removed_by_metadata, require_columns, require_rows
 from ladder.reward_filter import histograms, keep_mask, self_pairs, summary
 from ladder.stage import stage
 
@@ -38,15 +38,17 @@ log = logging.getLogger("ladder.score")
 
 @stage("score")
 def main(all_params: dict) -> None:
-    from ladder.io import atomic_path, write_json, write_parquet
+    from ladder.io import atomic_path, read_parquet, write_json, write_parquet
     from ladder.reward_model import Scorer
 
     params, chat_template = all_params["reward"], all_params["sft"]["chat_template"]
     share = all_params["classifier"]["preference_share"]
-    conversations = pl.read_parquet(paths.CONVERSATIONS)
-    pairs = pl.read_parquet(paths.PREFERENCES)
+    conversations = read_parquet(paths.CONVERSATIONS)
+    pairs = read_parquet(paths.PREFERENCES)
     require_columns(conversations, SCHEMAS["conversations"], paths.CONVERSATIONS)
     require_columns(pairs, SCHEMAS["preferences"], paths.PREFERENCES)
+    require_rows(conversations, paths.CONVERSATIONS, "score", {"train": 1, "eval": 1})
+    require_rows(pairs, paths.PREFERENCES, "score", {"train": 1, "eval": 1})
     scorer = Scorer(paths.REWARD, params["max_length"], params["score_batch_size"])
     start = time.perf_counter()
     conversations = conversations.with_columns(pl.Series("score", scorer.score_conversations(
@@ -65,8 +67,13 @@ def main(all_params: dict) -> None:
     pairs = pairs.with_columns((pl.col("score_chosen") - pl.col("score_rejected")).alias("score"))
     keep_conv = keep_mask(conversations["score"], conversations["split"], conversations["id"], params["filter"])
     keep_pairs = (pairs["split"] == "eval") | (pairs["score"] >= params["min_margin"])
-    write_parquet(conversations.filter(keep_conv), paths.SCORED_SFT)
-    write_parquet(pairs.filter(keep_pairs), paths.SCORED_DPO)
+    # what each filter removed, after clean's: the stages that read these tables name them when too few rows are left
+    by_filter = " ".join(f"{k}: {v}" for k, v in params["filter"].items())
+    write_parquet(conversations.filter(keep_conv), paths.SCORED_SFT, metadata=removed_by_metadata({
+        **removed_by(paths.CONVERSATIONS), f"reward.filter = {by_filter}": int((~keep_conv).sum())}))
+    write_parquet(pairs.filter(keep_pairs), paths.SCORED_DPO, metadata=removed_by_metadata({
+        **removed_by(paths.PREFERENCES), f"classifier.preference_share = {share}": int(held_out.sum()),
+        f"reward.min_margin = {params['min_margin']}": int((~keep_pairs).sum())}))
     with atomic_path(paths.PLOTS / "score") as tmp:
         tmp.mkdir()
         for name, frame in {**histograms(conversations, "score", "sft"), **histograms(pairs, "score", "dpo")}.items():

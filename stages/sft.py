@@ -23,21 +23,18 @@ import shutil
 
 from ladder import paths
 from ladder.stage import stage
-from ladder.training import stage_hardware
+from ladder.training import stage_hardware, trainer_check
 from ladder.supervised import CHECKPOINTS, load_conversations, train
 
 log = logging.getLogger("ladder.sft")
 
 
-@stage("sft", hardware=stage_hardware)
+@stage("sft", hardware=stage_hardware, trainer=trainer_check("trl:SFTConfig"))
 def main(all_params: dict, hw: dict) -> None:
-    from trl import SFTConfig
-
     from ladder.io import atomic_path, write_json
-    from ladder.training import check_trainer_keys, gathered_state_dict, is_main_process, save_adapter
+    from ladder.training import gathered_state_dict, is_main_process, save_adapter
 
     params = all_params["sft"]
-    check_trainer_keys(params["trainer"], SFTConfig, "sft")
     data = load_conversations(paths.SCORED_SFT)
     if params["eval_conversations"] is not None:
         data["eval"] = data["eval"][:params["eval_conversations"]]

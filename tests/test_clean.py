@@ -38,12 +38,26 @@ def test_filters_drop_records_with_reasons_and_keep_feedback():
     # A thumbs-down conversation is no SFT data but is still feedback: the row is used, not rejected.
     assert sorted(tables["feedback"]["row"].to_list()) == ["down", "up"]
     reasons = dict(zip(tables["rejects"]["row"], tables["rejects"]["reason"]))
-    assert reasons == {"short": "fewer than 3 messages", "long": "message longer than max_message_chars"}
-    dropped = metrics["dropped_records"]["conversations"]
-    assert dropped["thumbs down (sft_requires_thumbs_up)"] == 1 and dropped["fewer than … messages"] == 1
+    assert reasons == {"short": "fewer than 3 messages (clean.min_turns)",
+                       "long": "message longer than clean.max_message_chars"}
+    # per table, the records each param removed, in the order the filters ran
+    assert metrics["removed_by"]["conversations"] == {"clean.min_turns": 1, "clean.max_message_chars": 1,
+                                                      "clean.sft_requires_thumbs_up": 1}
+    assert metrics["removed_by"]["feedback"] == {"clean.min_turns": 1, "clean.max_message_chars": 1}
+    assert metrics["warnings"] == []
     assert metrics["sources"]["chai"] == {"format": "chai_feedback", "rows": 4, "used": 2, "rejected": 2,
-                                          "reject_reasons": {"fewer than … messages": 1,
-                                                             "message longer than max_message_chars": 1}}
+                                          "reject_reasons": {"fewer than … messages (clean.min_turns)": 1,
+                                                             "message longer than clean.max_message_chars": 1}}
+
+
+def test_a_filter_that_removes_every_record_of_a_source_is_a_warning():
+    raw = {"chai": chai([("a", talk(1), True), ("b", talk(2), True)]),
+           "rp": roleplay([[("user", "hi"), ("assistant", "hello there")]])}
+    _, metrics, _ = clean(raw, {**BASE, "min_turns": 3, "mix": {"chai": 0}})
+    assert metrics["warnings"] == [
+        "clean removed every conversations record of source 'chai' (2): clean.mix.chai = 0 (2)",
+        "clean removed every conversations record of source 'rp' (1): clean.min_turns = 3 (1)",
+        "clean removed every feedback record of source 'chai' (2): clean.mix.chai = 0 (2)"]
 
 
 def test_dedup_across_sources_first_source_wins():
@@ -55,7 +69,7 @@ def test_dedup_across_sources_first_source_wins():
     assert tables["conversations"].select("source", "row").rows() == [("first", "0"), ("second", "1")]
     [reject] = tables["rejects"].to_dicts()
     assert (reject["source"], reject["row"]) == ("second", "0")
-    assert reject["reason"] == "duplicate of " + tables["conversations"]["id"][0]
+    assert reject["reason"] == f"duplicate of {tables['conversations']['id'][0]} (clean.dedup)"
     tables, _, _ = clean(raw, {**BASE, "min_turns": 2, "dedup": False})
     assert tables["conversations"].height == 3
 
@@ -122,3 +136,18 @@ def test_a_conversation_with_no_prompt_still_gets_a_split():
         [[("assistant", f"Greeting {i}."), ("user", "Hi."), ("assistant", f"Reply {i}.")] for i in range(5)]
     tables, _, _ = clean({"r": roleplay(conversations)}, {**BASE, "min_turns": 2, "eval_fraction": 0.5})
     assert tables["conversations"]["split"].null_count() == 0
+
+
+def test_a_chai_source_that_makes_no_records_of_a_table_stacks_with_other_sources():
+    """No swipes (or no usable row at all) must still give tables of the records' types, or they do not stack."""
+    dpo = ("chai_dpo", pl.DataFrame({"history": [[{"sender": "Bot", "value": "Hi"}, {"sender": U, "value": "Yo"}]],
+                                     "accepted": ["Hey you"], "rejected": [["meh"]]}))
+    params = {**BASE, "min_turns": 1}
+    tables, metrics, *_ = clean({"chai": chai([("a", talk(1), True)]), "dpo": dpo}, params)
+    assert tables["preferences"]["source"].to_list() == ["dpo"] and tables["conversations"]["row"].to_list() == ["a"]
+    tables, metrics, *_ = clean({"chai": chai([("b", [(U, "hi")], True)]), "r": roleplay([talk_roles()])}, params)
+    assert tables["conversations"]["source"].to_list() == ["r"] and metrics["sources"]["chai"]["rejected"] == 1
+
+
+def talk_roles():
+    return [("assistant", "Hello there."), ("user", "How are you?"), ("assistant", "Fine, thanks.")]

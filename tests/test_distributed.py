@@ -6,6 +6,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -156,3 +157,55 @@ def test_two_cpu_processes_write_what_one_process_writes(runs, stage, outputs, w
     timings = f"metrics/timings/{stage}.json"
     assert [json.loads((r / timings).read_text())["processes"] for r in (single, double)] == [1, 2]
     assert one[count] == two[count] > 0
+
+
+def _state(pid: int) -> str | None:
+    """A process's state letter (Z: a zombie, already dead), or None once it is gone."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+def _launch(tmp_path: Path, child_code: str) -> tuple[subprocess.Popen, int]:
+    """ladder.launch's run_child starting `child_code` in a process of its own; returns the launcher and the child's
+    pid once the child has started (it writes its pid to child.pid)."""
+    import time
+
+    pidfile = tmp_path / "child.pid"
+    pidfile.unlink(missing_ok=True)
+    child = f"import os; open({str(pidfile)!r}, 'w').write(str(os.getpid()))\n{child_code}"
+    launcher = subprocess.Popen([sys.executable, "-c", "import sys; from ladder.launch import run_child; "
+                                 f"sys.exit(run_child([sys.executable, '-c', {child!r}]))"],
+                                cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    for _ in range(200):
+        if pidfile.is_file() and pidfile.read_text():
+            return launcher, int(pidfile.read_text())
+        time.sleep(0.05)
+    raise AssertionError("the child never started")
+
+
+def test_a_launch_killed_outright_takes_its_stage_with_it(tmp_path):
+    import time
+
+    launcher, child = _launch(tmp_path, "import time; time.sleep(120)")
+    os.kill(launcher.pid, signal.SIGKILL)
+    launcher.wait()
+    for _ in range(100):
+        if _state(child) in (None, "Z"):
+            break
+        time.sleep(0.05)
+    assert _state(child) in (None, "Z"), "the stage trains on as an orphan"
+
+
+def test_a_launch_passes_signals_on_and_exits_with_the_stages_status(tmp_path):
+    handled = tmp_path / "got.txt"
+    launcher, _ = _launch(tmp_path, "import signal, sys, time\n"
+                          f"def stop(n, f): open({str(handled)!r}, 'w').write(str(n)); sys.exit(3)\n"
+                          "signal.signal(signal.SIGTERM, stop)\ntime.sleep(120)")
+    launcher.send_signal(signal.SIGTERM)
+    assert launcher.wait(timeout=30) == 3
+    assert handled.read_text() == str(int(signal.SIGTERM))
+    launcher, _ = _launch(tmp_path, "import time; time.sleep(120)")  # no handler: the signal ends it
+    launcher.send_signal(signal.SIGINT)
+    assert launcher.wait(timeout=30) == 128 + signal.SIGINT

@@ -403,3 +403,39 @@ def test_chatml_conversation_rows_of_both_revisions_in_one_table():
     rejects = parse("chatml_conversation", [new, broken, mixed]).rejects
     assert "conversation[0]: unknown role None" in rejects[0]["reason"]
     assert "mixes" in rejects[1]["reason"]
+
+
+# ------------------------------------------------------------------------------- ids must be text or integers
+
+CHAI_TALK = [("Bot", "hi"), (U, "yo"), ("Bot", "hey")]
+KEYED = {
+    "chai_feedback": lambda i: chai_row(i, CHAI_TALK),
+    "chai_prize_flat": lambda i: {"conversation_id": i, "conversation": "Pip: hi\nAnonymous user: yo\nPip: ok",
+                                  "thumbs_up": True},
+    "arena_wsdm": lambda i: {"id": i, "prompt": "Q?", "response_a": "A", "response_b": "B", "winner": "model_a"},
+    "arena_lmsys": lambda i: {"id": i, "prompt": '["Q?"]', "response_a": '["A"]', "response_b": '["B"]',
+                              "winner_model_a": 1, "winner_model_b": 0, "winner_tie": 0},
+}
+
+
+def used_rows(parsed):
+    return sorted({r for t in parsed.tables.values() for r in t["row"].to_list()})
+
+
+@pytest.mark.parametrize("fmt", sorted(KEYED))
+def test_an_id_that_is_not_text_or_an_integer_rejects_its_row(fmt):
+    """True is an int to Python: it was the id "True". A float, list or object is no id either."""
+    ids = ["a", 7, True, 1.5, [1], {"k": 1}]
+    parsed = parse(fmt, [KEYED[fmt](i) for i in ids])
+    assert used_rows(parsed) == ["7", "a"]
+    column = FORMATS[fmt].id_column
+    assert {r["row"]: r["reason"] for r in parsed.rejects} == {
+        f"@{k}": f"{column} is not a string or an integer ({ids[k]!r})" for k in range(2, 6)}
+
+
+@pytest.mark.parametrize("fmt", sorted(KEYED))
+@pytest.mark.parametrize("ids", [[True, False], [1.0, 2.5]])
+def test_an_id_column_of_booleans_or_floats_rejects_every_row(fmt, ids):
+    parsed = parse(fmt, [KEYED[fmt](i) for i in ids])
+    assert used_rows(parsed) == [] and [r["row"] for r in parsed.rejects] == ["@0", "@1"]
+    assert all("is not a string or an integer" in r["reason"] for r in parsed.rejects)

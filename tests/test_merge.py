@@ -77,12 +77,14 @@ def test_sixteen_bit_merge_is_close_and_really_sixteen_bit(stack_dirs):
 
 def test_model_card_names_data_params_and_metrics_and_no_secret(monkeypatch):
     monkeypatch.setenv("HF_TOKEN", "hf_do_not_print_me")
-    card = model_card({"sources": {"chai": {"format": "chai_feedback", "path": "x"}}, "base_model": "tiny:llama"},
+    card = model_card({"sources": {"chai": {"format": "chai_feedback", "path": "x"}},
+                       "hub_sources": {"dpo": {"format": "chai_dpo", "hub": "a/b", "revision": None}},
+                       "base_model": "tiny:llama"},
                       {"chat_template": "base", "max_length": 64, "lora": {"r": 4}, "trainer": {"max_steps": 2}},
                       {"method": "dpo", "loss_type": "sigmoid", "beta": 0.1, "lora": {"r": 4}, "trainer": {}},
                       {"dtype": "float32", "generation": {"temperature": 0.6}},
                       {"sft": {"eval_loss": 2.5}, "dpo": {"reward_accuracy": 0.75}})
-    assert "tiny:llama" in card and "chai (chai_feedback)" in card and "0.75" in card and "2.5" in card
+    assert "tiny:llama" in card and "chai (chai_feedback), dpo (chai_dpo)" in card and "0.75" in card and "2.5" in card
     assert "hf_do_not_print_me" not in card
 
 
@@ -92,7 +94,7 @@ def test_model_card_names_data_params_and_metrics_and_no_secret(monkeypatch):
      '`kto` {"loss_type": "kto", "desirable_weight": 1.0}', "sigmoid"),
 ])
 def test_model_card_names_the_preference_methods_own_settings(dpo, says, not_says):
-    card = model_card({"sources": {}, "base_model": "tiny:llama"},
+    card = model_card({"sources": {}, "hub_sources": {}, "base_model": "tiny:llama"},
                       {"chat_template": "base", "max_length": 64, "lora": {}, "trainer": {}},
                       dpo | {"beta": 0.1, "simpo_gamma": 0.5, "lora": {}, "trainer": {}},
                       {"dtype": "float32", "generation": {}}, {})

@@ -17,7 +17,14 @@ DEFAULT = read_yaml(REPO / "params.yaml")
 BAD = [
     ("fetch.sources.chai.format=chai_feedbacks", "fetch.sources.chai.format = 'chai_feedbacks': Input should be "
                                                  "'chai_feedback', 'chai_prize_flat'"),
-    ("fetch.sources.chai.path=null", "fetch.sources.chai: needs a local `path` or a `hub` dataset"),
+    ("fetch.sources.chai.path=null", "fetch.sources.chai.path = None: Input should be a valid string"),
+    ("fetch.hub_sources={chai: {format: chai_feedback, hub: a/b, revision: null}}",
+     "fetch: source 'chai' is both in sources (a local file) and in hub_sources"),
+    ("clean.mix.chai=true", "clean.mix.chai = True: expected a number, not a boolean"),
+    ("dpo.beta='0.1'", "dpo.beta = '0.1': expected a number, not a number in quotes (text): write it without quotes"),
+    ("dpo.beta=fast", "dpo.beta = 'fast': expected a number, not text"),
+    ("sft.max_length=true", "sft.max_length = True: Input should be a valid integer"),
+    ("fetch.sources.chai.path=7", "fetch.sources.chai.path = 7: Input should be a valid string"),
     ("fetch.seed=zero", "fetch.seed = 'zero': Input should be a valid integer"),
     ("clean.eval_fraction=1.5", "clean.eval_fraction = 1.5: Input should be less than 1"),
     ("clean.mix.chai=1.5", "clean.mix: a float is a share of the rows (at most 1.0), an int a row count: {'chai': 1.5}"),
@@ -162,13 +169,16 @@ def test_dvc_s_command_for_a_training_stage_stops_with_one_line_too(tmp_path, se
     assert done.stderr.strip() == says if says else "nowhere.yaml" in done.stderr
 
 
-def test_a_trainer_key_the_config_class_lacks_stops_the_stage_with_one_line(tmp_path):
-    done = run_sft(tmp_path, "sft.trainer.learning_rat=1e-4")
+def test_a_trainer_value_stops_the_stage_first_with_one_line_naming_the_params_file_given(tmp_path):
+    # every key, type and range is checked against the config class (tests/test_stage_errors.py): here, that a
+    # stage does it before anything else and names the file --params gave
+    (tmp_path / "variant.yaml").write_text(json.dumps(with_setting("sft.trainer.max_steps=-5")))
+    done = subprocess.run([sys.executable, "-m", "stages.sft", "--params", "variant.yaml"], cwd=tmp_path,
+                          capture_output=True, text=True, env={"PYTHONPATH": str(REPO), "PATH": ""})
     assert done.returncode == 1
-    assert done.stderr.strip().splitlines()[-1] == (
-        "Error: params.yaml: sft.trainer.learning_rat: unknown key; sft.trainer passes through to SFTConfig, "
-        "which has no such argument")
-    assert not (tmp_path / "models").exists()
+    assert done.stderr.strip().splitlines() == [
+        "Error: variant.yaml: sft.trainer.max_steps = -5: must be -1 (train num_train_epochs) or greater than 0"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["variant.yaml"]  # nothing loaded, nothing written
 
 
 def test_the_dpo_loss_types_are_trls():

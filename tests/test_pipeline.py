@@ -103,6 +103,18 @@ def test_repro_runs_everything_then_nothing(project):
     assert len(json.loads((project / "reports/examples.json").read_text())["examples"]) == 3
     second = run(["dvc", "repro"], project)
     assert ran(second) == set() and "up to date" in second
+    # a local source's stage depends on its own file: a new file beside it changes nothing, an edit reruns one fetch
+    (project / "data/samples/new_source.jsonl").write_text('{"messages": []}\n')
+    assert "up to date" in run(["dvc", "status"], project)
+    sample = project / load_params(project / "params.yaml")["fetch"]["sources"]["anime"]["path"]
+    kept = sample.read_bytes()
+    sample.write_bytes(kept + b'{"messages": [{"role": "user", "content": "hi"}]}\n')
+    status = subprocess.run([Path(sys.executable).parent / "dvc", "status", "--json"], cwd=project,
+                            capture_output=True, text=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+    changed = json.loads(status.stdout)
+    assert {s for s in changed if s.startswith("fetch")} == {"fetch@anime"}, changed
+    sample.write_bytes(kept)
+    (project / "data/samples/new_source.jsonl").unlink()
 
 
 @pytest.fixture

@@ -21,7 +21,7 @@ def keys(tree: dict, prefix: str = "") -> set[str]:
     out = set()
     for key, value in tree.items():
         out.add(prefix + key)
-        if isinstance(value, dict) and key not in ("trainer", "lora", "sources", "filter"):
+        if isinstance(value, dict) and key not in ("trainer", "lora", "sources", "hub_sources", "filter"):
             out |= keys(value, prefix + key + ".")
     return out
 
@@ -191,11 +191,11 @@ def test_every_data_source_names_a_known_format_and_a_pinned_place(params_with, 
     params = load_params(REPO / "params.yaml") if recipe == "default" else params_with(recipe)
     for name, source in params["fetch"]["sources"].items():
         assert source["format"] in FORMATS, (name, source["format"])
-        if source.get("path"):
-            assert not source.get("hub"), f"{name}: both a path and a hub id"
-        else:
-            assert re.fullmatch(r"[\w.-]+/[\w.-]+", source["hub"]), name
-            assert source.get("revision") is None or re.fullmatch(r"[0-9a-f]{40}", source["revision"]), name
+        assert source["path"] and "hub" not in source, name
+    for name, source in params["fetch"]["hub_sources"].items():
+        assert source["format"] in FORMATS, (name, source["format"])
+        assert re.fullmatch(r"[\w.-]+/[\w.-]+", source["hub"]), name
+        assert source["revision"] is None or re.fullmatch(r"[0-9a-f]{40}", source["revision"]), name
     for model in ("base", "judge", "reward"):
         revision = params["fetch"][f"{model}_revision"]
         assert revision is None or re.fullmatch(r"[0-9a-f]{40}", revision), model
@@ -206,7 +206,7 @@ def test_pin_writes_commits_for_hub_entries_only(params_with, tmp_path):
     from ladder.recipes import edit
 
     chai = params_with("chai")["fetch"]  # now in tmp_path
-    before = {n: s.get("revision") for n, s in chai["sources"].items()}
+    before = {n: s.get("revision") for n, s in chai["hub_sources"].items()}
     # the commits seen in public pages; the three other datasets are left to ladder.pin
     assert chai["reward_revision"] == "7b40bb0f92c45fefa957d088000d8648e5c7fa33"
     assert {n: r[:8] for n, r in before.items() if r} == {"chai": "f08138f6", "gpt_realm": "388ea1e8",
@@ -220,7 +220,7 @@ def test_pin_writes_commits_for_hub_entries_only(params_with, tmp_path):
 
     edit(tmp_path / "params.yaml", lambda data: pin(data["fetch"], resolve))
     fetch = load_params(tmp_path / "params.yaml")["fetch"]
-    hub = {n: s for n, s in fetch["sources"].items() if s.get("hub")}
+    hub = fetch["hub_sources"]
     assert len(hub) == 7 and all(s["revision"] == (before[n] or hashlib.sha1(s["hub"].encode()).hexdigest())
                                  for n, s in hub.items())
     # exactly the unpinned entries were looked up: not the pinned datasets, not the pinned base model
@@ -240,4 +240,4 @@ def test_pin_refuses_an_answer_that_is_not_a_commit():
     from ladder.pin import pin
 
     with pytest.raises(ValueError, match="not a commit hash"):
-        pin({"sources": {"x": {"format": "chai_dpo", "hub": "a/b", "revision": "main"}}}, lambda *_: "main")
+        pin({"hub_sources": {"x": {"format": "chai_dpo", "hub": "a/b", "revision": "main"}}}, lambda *_: "main")

@@ -118,8 +118,10 @@ def test_within_is_symmetric_and_ignores_non_numbers():
 
 
 def test_review_params_are_required_by_name():
-    assert review_params({"review": {"examples": 3, "tolerance": {"absolute": 1e-5, "relative": "1e-3"}}}) == \
+    assert review_params({"review": {"examples": 3, "tolerance": {"absolute": 1e-5, "relative": 1e-3}}}) == \
         ((1e-5, 1e-3), 3)
+    with pytest.raises(SystemExit, match=r"tolerance.relative = '1e-3': expected a number, not a number in quotes"):
+        review_params({"review": {"examples": 3, "tolerance": {"absolute": 1e-5, "relative": "1e-3"}}})
     with pytest.raises(SystemExit, match=r"^ladder.review: params.yaml: review: tolerance: missing"):
         review_params({"review": {"examples": 3}})
     with pytest.raises(SystemExit, match=r"^ladder.review: params.yaml: review: missing"):

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -10,9 +11,10 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from ladder.errors import InputError
 from ladder.io import atomic_path
 from ladder.params import read_yaml
-from ladder.sources import hf_token, read_file, read_raw, read_source, split_files, write_raw
+from ladder.sources import MAX_DEPTH, hf_token, read_file, read_raw, read_source, split_files, write_raw
 from ladder.cleaning import clean
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,14 +49,14 @@ def test_mixed_type_column_round_trips_through_the_raw_table(tmp_path):
     write_raw(frame, encoded, tmp_path / "raw.parquet")
     back = read_raw(tmp_path / "raw.parquet")
     assert back["rejected"].to_list()[:2] == [["meh", "ok"], "nah"]
-    tables, metrics, _ = clean({"dpo": ("chai_dpo", back)}, {
+    tables, metrics, *_ = clean({"dpo": ("chai_dpo", back)}, {
         "seed": 0, "eval_fraction": 0.0, "min_turns": 1, "min_message_chars": 1, "max_message_chars": 100,
         "min_conversation_chars": 1, "max_conversation_chars": 1000, "sft_requires_thumbs_up": True,
         "swipe_pairs": True, "arena_languages": [], "dedup": True, "mix": {}})
     assert tables["preferences"]["rejected"].to_list() == ["meh", "ok", "nah"]
     # The line that was not JSON is a row of its own, rejected with a reason rather than lost.
     [reject] = tables["rejects"].to_dicts()
-    assert reject["row"] == "2" and "not a JSON object" in reject["reason"] and "not json" in reject["raw"]
+    assert reject["row"] == "2" and reject["reason"].startswith("not valid JSON") and "not json" in reject["raw"]
 
 
 def test_missing_file_is_named(tmp_path):
@@ -90,7 +92,7 @@ def test_fetch_stage_reads_a_pinned_hub_snapshot_offline(tmp_path, write_params)
     hub_cache(tmp_path / "hub", "org/chai-dpo", commit)
     work = tmp_path / "work"
     work.mkdir()
-    write_params(work / "params.yaml", {"fetch": {"sources": {
+    write_params(work / "params.yaml", {"fetch": {"hub_sources": {
         "dpo": {"format": "chai_dpo", "hub": "org/chai-dpo", "revision": commit, "split": "train"}}}})
     (work / ".env").write_text("HF_TOKEN=hf_secret_value_123\n")
     env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
@@ -145,7 +147,7 @@ def test_a_line_that_no_utf8_file_can_hold_is_kept_and_rejected(tmp_path):
     path.write_text(json.dumps(good) + "\n" + '{"messages": [{"role": "user", "content": "bad \\ud83d"}]}\n')
     frame, encoded = read_source({"format": "messages", "path": str(path)}, "m")
     write_raw(frame, encoded, tmp_path / "raw.parquet")
-    tables, _, _ = clean({"m": ("messages", read_raw(tmp_path / "raw.parquet"))}, {
+    tables, *_ = clean({"m": ("messages", read_raw(tmp_path / "raw.parquet"))}, {
         "seed": 0, "eval_fraction": 0.0, "min_turns": 1, "min_message_chars": 1, "max_message_chars": 100,
         "min_conversation_chars": 1, "max_conversation_chars": 1000, "sft_requires_thumbs_up": True,
         "swipe_pairs": True, "arena_languages": [], "dedup": True, "mix": {}})
@@ -195,9 +197,9 @@ def test_the_lmsys_arena_hub_mirror_fetches_and_parses_as_arena_lmsys(tmp_path, 
         writer.writerows(rows)
     work = tmp_path / "work"
     work.mkdir()
-    spec = read_yaml(REPO / "recipes" / "wsdm.yaml")["fetch"]["sources"]["lmsys"]  # the entry the recipe ships
+    spec = read_yaml(REPO / "recipes" / "wsdm.yaml")["fetch"]["hub_sources"]["lmsys"]  # the entry the recipe ships
     assert (spec["hub"], spec["revision"]) == ("lmsys/lmsys-arena-human-preference-55k", LMSYS_COMMIT)
-    write_params(work / "params.yaml", {"fetch": {"sources": {"lmsys": spec}}})
+    write_params(work / "params.yaml", {"fetch": {"sources": {"lmsys": None}, "hub_sources": {"lmsys": spec}}})
     env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     done = subprocess.run([sys.executable, "-m", "stages.fetch", "--source", "lmsys"], cwd=work, env=env,
                           capture_output=True, text=True)
@@ -264,3 +266,192 @@ def test_chatml_rows_of_both_revisions_survive_the_raw_table(tmp_path, suffix):
     assert parsed.rejects == []
     assert [[m["role"] for m in c] for c in parsed.tables["conversations"]["messages"].to_list()] == \
         [["system", "assistant", "user", "assistant"]] * 2
+
+
+# ------------------------------------------------------------------ lines, bytes and files that are not what they claim
+
+CLEAN = {"seed": 0, "eval_fraction": 0.0, "min_turns": 1, "min_message_chars": 1, "max_message_chars": 100,
+         "min_conversation_chars": 1, "max_conversation_chars": 1000, "sft_requires_thumbs_up": True,
+         "swipe_pairs": True, "arena_languages": [], "dedup": False, "mix": {}}
+GOOD = {"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+
+
+def through_clean(tmp_path, path: Path, fmt: str = "messages"):
+    frame, encoded = read_source({"format": fmt, "path": str(path)}, "s")
+    write_raw(frame, encoded, tmp_path / "raw.parquet")
+    raw = read_raw(tmp_path / "raw.parquet")
+    tables, *_ = clean({"s": (fmt, raw)}, CLEAN)
+    return raw, tables, dict(zip(tables["rejects"]["row"], tables["rejects"]["reason"]))
+
+
+def test_json_lines_are_split_on_newline_only(tmp_path):
+    """U+2028, U+0085 and the like are line breaks to str.splitlines but characters inside a JSON string."""
+    odd = ["\u2028", "\u2029", "\x85", "\ufeff", "\x0b", "\x0c", "\x1c", "\x1d", "\x1e"]
+    rows = [{"messages": [{"role": "user", "content": f"a{c}b{i}"}, {"role": "assistant", "content": f"o{c}k"}]}
+            for i, c in enumerate(odd * 2 + odd[:2])]
+    lines = [json.dumps(r, ensure_ascii=False).encode() for r in rows]
+    path = tmp_path / "m.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + b"\r\n".join(lines[:10]) + b"\r\n \t\r\n\n" + b"\n".join(lines[10:]) + b"\n")
+    raw, tables, rejects = through_clean(tmp_path, path)
+    assert len(rows) == 20 and raw.height == 20 and rejects == {}
+    assert raw["messages"].to_list() == [r["messages"] for r in rows]
+    assert tables["conversations"]["messages"].to_list() == [r["messages"] for r in rows]
+
+
+def test_a_line_that_is_not_utf8_is_one_rejected_row(tmp_path):
+    path = tmp_path / "m.jsonl"
+    line = json.dumps(GOOD).encode()
+    path.write_bytes(line + b"\n" + line.replace(b"hello", b"hel\xfflo") + b"\n" + line + b"\n")
+    raw, tables, rejects = through_clean(tmp_path, path)
+    assert raw.height == 3 and sorted(tables["conversations"]["row"]) == ["0", "2"]
+    assert list(rejects) == ["1"] and "not valid UTF-8" in rejects["1"]
+    assert "hel\\\\xfflo" in tables["rejects"]["raw"][0]  # the source line's bytes survive, escaped
+
+
+def nested(depth: int, inner=0):
+    for _ in range(depth):
+        inner = [inner]
+    return inner
+
+
+@pytest.mark.parametrize("depth", [MAX_DEPTH, 100, 5000])
+def test_a_line_nested_too_deep_is_one_rejected_row(tmp_path, depth):
+    path = tmp_path / "m.jsonl"
+    deep = '{"messages": [], "deep": ' + "[" * depth + "]" * depth + "}"
+    path.write_text(json.dumps(GOOD) + "\n" + deep + "\n" + json.dumps(GOOD) + "\n")
+    raw, tables, rejects = through_clean(tmp_path, path)
+    assert raw.height == 3 and sorted(tables["conversations"]["row"]) == ["0", "2"]
+    assert rejects == {"1": f"nested deeper than {MAX_DEPTH} levels"}
+
+
+def test_a_record_as_deep_as_allowed_round_trips_through_the_raw_table(tmp_path):
+    rows = [{**GOOD, "deep": nested(MAX_DEPTH - 1)}, {**GOOD, "deep": {"a": nested(MAX_DEPTH - 2)}}]
+    path = tmp_path / "m.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    raw, tables, rejects = through_clean(tmp_path, path)
+    assert rejects == {} and raw["deep"].to_list() == [r["deep"] for r in rows]
+
+
+@pytest.mark.parametrize("line, reason", [
+    ("{not json", "not valid JSON (Expecting property name enclosed in double quotes at column 2)"),
+    ('[{"messages": []}]', "a JSON array, not an object"),
+    ('"text"', "a JSON string, not an object"),
+    ("null", "a JSON null, not an object"),
+    ('{"messages": [{"role": "user", "content": "bad \\ud83d"}]}', "not valid Unicode"),
+])
+def test_an_invalid_line_is_rejected_with_its_own_reason(tmp_path, line, reason):
+    path = tmp_path / "m.jsonl"
+    path.write_text(json.dumps(GOOD) + "\n" + line + "\n")
+    raw, tables, rejects = through_clean(tmp_path, path)
+    assert tables["conversations"]["row"].to_list() == ["0"]
+    assert list(rejects) == ["1"] and rejects["1"].startswith(reason)
+    assert json.loads(tables["rejects"]["raw"][0])["_invalid_json"] == line
+
+
+def test_an_invalid_line_among_chai_rows_of_mixed_types_keeps_its_reason(tmp_path):
+    """A `conversation` column of mixed types is checked row by row: that check must not blank out the reason
+    an earlier check gave the row (it was then rejected as "_id is missing")."""
+    good = {"_id": "a", "conversation": [{"name": "Bot", "text": "hi"}, {"name": "Anonymous user", "text": "yo"},
+                                         {"name": "Bot", "text": "hey"}], "thumbs_up": True}
+    odd = {"_id": "b", "conversation": "not a list", "thumbs_up": True}
+    path = tmp_path / "chai.jsonl"
+    path.write_text(json.dumps(good) + "\n" + json.dumps(odd) + "\n{broken\n")
+    raw, tables, rejects = through_clean(tmp_path, path, "chai_feedback")
+    assert tables["conversations"]["row"].to_list() == ["a"]
+    assert rejects["b"].startswith("conversation is not a list")
+    assert rejects["@2"].startswith("not valid JSON")
+
+
+def test_mixed_integer_and_float_ids_keep_their_own_types(tmp_path):
+    """pyarrow would read [1, 2.5] as floats: the integer id 1 would become "1.0", or be refused as a float."""
+    rows = [{"id": 1, "prompt": "p", "response_a": "a", "response_b": "b", "winner": "model_a"},
+            {"id": 2.5, "prompt": "q", "response_a": "a", "response_b": "b", "winner": "model_b"}]
+    path = tmp_path / "w.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    raw, tables, rejects = through_clean(tmp_path, path, "arena_wsdm")
+    assert raw["id"].to_list() == [1, 2.5]
+    assert tables["arena"]["row"].to_list() == ["1"] and list(rejects) == ["@1"]
+
+
+def test_a_boolean_beside_a_float_stays_a_boolean(tmp_path):
+    """pyarrow reads [0.0, true] as floats (and refuses [true, 0.0]): the good row's thumbs_up became 1.0."""
+    rows = [{"conversation_id": 2, "conversation": "", "thumbs_up": 0.0},
+            {"conversation_id": 1, "conversation": "Pip: hi\nAnonymous user: yo\nPip: ok", "thumbs_up": True}]
+    path = tmp_path / "p.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    raw, tables, rejects = through_clean(tmp_path, path, "chai_prize_flat")
+    assert [type(v) for v in raw["thumbs_up"].to_list()] == [float, bool]
+    assert tables["feedback"]["label"].to_list() == [1.0] and list(rejects) == ["2"]
+
+
+@pytest.mark.parametrize("content, cause", [
+    (b'[{"a": 1}, {"a": "\xff"}]', "not valid UTF-8"),
+    (b'[{"a": 1}, {"a": 2]', "not valid JSON"),
+    (b"[" * 5000 + b"]" * 5000, f"nested deeper than {MAX_DEPTH} levels"),
+    (b'[{"a": 1}, {"a": ' + b"[" * 100 + b"]" * 100 + b"}]", f"nested deeper than {MAX_DEPTH} levels"),
+    (b"", "not valid JSON"),
+])
+def test_a_json_file_that_cannot_be_split_into_rows_stops_with_one_line(tmp_path, content, cause):
+    path = tmp_path / "data.json"
+    path.write_bytes(content)
+    with pytest.raises(InputError) as err:
+        read_source({"format": "messages", "path": str(path)}, "s")
+    assert str(err.value).startswith(f"{path}: ") and cause in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_json_file_with_a_bom_and_odd_elements(tmp_path):
+    path = tmp_path / "data.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps({"data": [GOOD, [1], {"messages": "x\ud83d"}]}).encode())
+    raw, tables, rejects = through_clean(tmp_path, path)
+    assert raw.height == 3 and tables["conversations"]["row"].to_list() == ["0"]
+    assert rejects["1"] == "a JSON array, not an object" and rejects["2"].startswith("not valid Unicode")
+
+
+def corrupt_parquet(path: Path) -> None:
+    pl.DataFrame({"a": list(range(1000))}).write_parquet(path)
+    path.write_bytes(path.read_bytes()[:200])
+
+
+@pytest.mark.parametrize("name, make, cause", [
+    ("t.parquet", corrupt_parquet, "not a readable parquet file"),
+    ("e.parquet", lambda p: p.write_bytes(b""), "not a readable parquet file"),
+    ("e.csv", lambda p: p.write_bytes(b""), "not a readable CSV file"),
+    ("b.csv", lambda p: p.write_bytes(b"id,text\n1,\xff\xfe\n"), "not a readable CSV file"),
+])
+def test_a_corrupt_or_empty_data_file_is_named(tmp_path, name, make, cause):
+    path = tmp_path / name
+    make(path)
+    with pytest.raises(InputError) as err:
+        read_source({"format": "messages", "path": str(path)}, "s")
+    assert str(err.value).startswith(f"{path}: {cause} (") and "\n" not in str(err.value)
+
+
+def raw_table_with_invalid_utf8(path: Path) -> None:
+    """A raw table whose JSON column's bytes went bad on disk: parquet keeps no checksum that would tell."""
+    import pyarrow.parquet as pq
+
+    write_raw(pl.DataFrame({"rejected": ['["ZZZZ"]', '"nah"']}), ["rejected"], path)
+    table = pq.read_table(path)
+    pq.write_table(table, path, compression="none", use_dictionary=False)
+    path.write_bytes(path.read_bytes().replace(b"ZZZZ", b"\xff\xfe\xfd\xfc"))
+
+
+@pytest.mark.parametrize("make", [corrupt_parquet, lambda p: p.write_bytes(b""), raw_table_with_invalid_utf8])
+def test_a_corrupt_raw_table_is_named(tmp_path, make):
+    path = tmp_path / "raw.parquet"
+    make(path)
+    with pytest.raises(InputError, match=rf"^{re.escape(str(path))}: not a readable parquet file \("):
+        read_raw(path)
+    with pytest.raises(FileNotFoundError):
+        read_raw(tmp_path / "missing.parquet")
+
+
+@pytest.mark.parametrize("fmt", ["messages", "chai_feedback", "arena_wsdm"])
+def test_a_file_with_no_record_at_all_rejects_every_line_rather_than_stopping(tmp_path, fmt):
+    path = tmp_path / "bad.jsonl"
+    path.write_bytes(b'{"truncated": \n[1, 2]\n\xff\xfe\n')
+    raw, tables, rejects = through_clean(tmp_path, path, fmt)
+    assert raw.height == 3 and all(tables[t].is_empty() for t in ("conversations", "preferences", "arena"))
+    assert sorted(rejects.values()) == sorted(["not valid JSON (Expecting value at column 15)",
+                                               "a JSON array, not an object",
+                                               "line is not valid UTF-8 (invalid start byte at byte 0)"])
