@@ -272,11 +272,13 @@ def machine() -> dict:
 
 
 def selected(todo: list[tuple[str, str]], stages: list[str]) -> list[tuple[str, str]]:
-    """The commands of `stages` (dvc.yaml names; `fetch` and `fetch_model` stand for all their items), in the
-    order given: a stage may go earlier than dvc.yaml has it when what it reads is there (classifier after clean)."""
+    """The commands of `stages` (dvc.yaml names; `fetch` stands for every source, local and hub, and `fetch_model`
+    for all its items), in the order given: a stage may go earlier than dvc.yaml has it when what it reads is there
+    (classifier after clean)."""
     picked = []
     for stage in stages:
-        matches = [(n, c) for n, c in todo if n.split("@")[0] == stage]
+        names = ("fetch", "fetch_hub") if stage == "fetch" else (stage,)
+        matches = [(n, c) for n, c in todo if n.split("@")[0] in names]
         if not matches:
             raise click.BadParameter(f"no stage {stage!r} in dvc.yaml", param_hint="--stages")
         picked.extend(matches)
@@ -304,7 +306,7 @@ def run_mode(mode: str, folder: Path, settings: list[str], data_from: Path | Non
             elif source.is_file():
                 (folder / part).parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy2(source, folder / part)
-        todo = [(n, c) for n, c in todo if not n.startswith("fetch@") and n != "clean"]
+        todo = [(n, c) for n, c in todo if not n.startswith(("fetch@", "fetch_hub@")) and n != "clean"]
         entry["reused_data_from"] = str(data_from)
     if mode == "shapes":
         start = time.perf_counter()

@@ -30,7 +30,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import click
@@ -50,49 +49,19 @@ WORK = {"sft": (paths.BASE, 4), "dpo": (paths.BASE, 4), "reward": (paths.REWARD_
         "classifier": (paths.JUDGE_BASE, 6)}
 
 
-SIZES = (512, 1024, 2048, 4096)
-SLOW_PRODUCT_SECONDS = 1.0  # a product slower than this stops the sizes from growing
-
-
-def matmul_gflops(dtype, size: int, seconds: float = 1.0) -> tuple[float, float]:
-    """(GFLOP/s of size x size products over about `seconds`, seconds the first timed product took)."""
-    import torch
-
-    a, b = torch.randn(size, size).to(dtype), torch.randn(size, size).to(dtype)
-    torch.mm(a, b)  # warm-up: oneDNN picks and caches its kernel
-    count, start = 0, time.perf_counter()
-    first = None
-    while time.perf_counter() - start < seconds:
-        torch.mm(a, b)
-        count += 1
-        first = first or time.perf_counter() - start
-    return 2 * size ** 3 * count / (time.perf_counter() - start) / 1e9, first
-
-
-def peak(dtype, repeats: int) -> float:
-    """The best GFLOP/s over SIZES (growing while a product stays under SLOW_PRODUCT_SECONDS) and `repeats`."""
-    best = 0.0
-    for size in SIZES:
-        rates, first = zip(*(matmul_gflops(dtype, size) for _ in range(repeats)))
-        best = max(best, *rates)
-        if min(first) > SLOW_PRODUCT_SECONDS:
-            break
-    return best
-
-
-def stage_precisions(names: list[str], cpu_bf16: str | None) -> dict[str, str]:
-    """What each training stage among `names` computes in on this CPU with its cpu_bf16 param (or `cpu_bf16`):
-    bfloat16 (autocast) or float32, as ladder.training decides it when the stage runs."""
+def stage_precisions(names: list[str], cpu_bf16: str | None, settings: tuple[str, ...]) -> dict[str, str]:
+    """What each training stage among `names` computes in on this CPU, with the params its runs get."""
     from ruamel.yaml import YAML
 
-    from ladder.training import cpu_autocast
+    from ladder.peaks import precisions
+    from ladder.recipes import assign
 
     params = YAML(typ="safe", pure=True).load((ROOT / "params.yaml").read_text())
-    out = {}
-    for stage in [n for n in names if n in WORK]:
-        on, _ = cpu_autocast(cpu_bf16 or params[stage]["cpu_bf16"], {"cuda": False})
-        out[stage] = "bfloat16" if on else "float32"
-    return out
+    for stage in WORK:
+        params[stage]["cpu_bf16"] = cpu_bf16 or params[stage]["cpu_bf16"]
+    for setting in settings:  # as run_stage gives them: after --cpu-bf16
+        assign(params, setting)
+    return precisions({stage: params[stage] for stage in names if stage in WORK})
 
 
 def non_embedding_parameters(folder: Path) -> int:
@@ -166,16 +135,17 @@ def spread(values: list[float]) -> str:
 def main(repeats: int, names: str, full: bool, cpu_bf16: str | None, settings: tuple[str, ...], timeout: float) -> None:
     import torch
 
+    from ladder.peaks import matmul_peak
     from ladder.training import cpu_bf16_flags
 
     stages = names.split(",")
-    precisions = stage_precisions(stages, cpu_bf16)
+    precisions = stage_precisions(stages, cpu_bf16, settings)
     print(f"{torch.get_num_threads()} threads; native bfloat16: {', '.join(cpu_bf16_flags()) or 'none'}; "
           f"stages compute in {precisions}", flush=True)
-    peaks = {"float32": peak(torch.float32, repeats)}
+    peaks = {"float32": matmul_peak(torch.float32, repeats)}
     print(f"matmul peak float32: {peaks['float32']:.1f} GFLOP/s", flush=True)
     if "bfloat16" in precisions.values():
-        peaks["bfloat16"] = peak(torch.bfloat16, repeats)
+        peaks["bfloat16"] = matmul_peak(torch.bfloat16, repeats)
         print(f"matmul peak bfloat16: {peaks['bfloat16']:.1f} GFLOP/s", flush=True)
     else:
         print("matmul peak bfloat16: not measured (no stage computes in it on this CPU)", flush=True)

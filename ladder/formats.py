@@ -336,6 +336,9 @@ def arena_lmsys_row(row: dict, options: dict) -> list[tuple[str, dict]]:
     flags = {}
     for name in ("model_a", "model_b", "tie"):
         value = row[f"winner_{name}"]
+        # a CSV column is text to the file: the reader's type guess turns to text when one record is not a number
+        if isinstance(value, str) and value.strip() in ("0", "1"):
+            value = int(value)
         if value not in (0, 1) or isinstance(value, float) and value != int(value):
             raise Malformed(f"winner_{name} is not 0 or 1 ({value!r})")
         flags[name] = int(value)

@@ -1,10 +1,12 @@
 """Atomic, deterministic writes: a crashed stage leaves nothing DVC could mistake for a result.
 
-Every output is written to a temporary sibling (`.<name>.tmp-<pid>-<random>`) and renamed into place. While a stage
-runs (ladder.stage opens `stage_outputs()` around it), the renames wait until the stage has written everything, and
-then replace all its outputs together: a stage that fails part way leaves the previous outputs as they were, never a
-mix of new and old. A run killed before its renames leaves temporary siblings whose process is gone; the next stage
-to start sweeps them (`sweep_stale`), and git and DVC ignore them meanwhile.
+Every output is written to a temporary sibling (`.<name>.tmp-<owner>-<random>`, the owner being the writing process's
+pid and start time) and renamed into place. While a stage runs (ladder.stage opens `stage_outputs()` around it), the
+renames wait until the stage has written everything, and then replace all its outputs together: a stage that fails
+part way leaves the previous outputs as they were, never a mix of new and old (a kill in the instant of the renames
+themselves aside). A run killed before its renames leaves temporary siblings whose process is gone; the next stage
+to start sweeps them (`sweep_stale`), and git and DVC ignore them meanwhile. Only the main process of a distributed
+run writes outputs (`is_main_process`).
 """
 from __future__ import annotations
 
@@ -22,8 +24,24 @@ from ladder.errors import InputError
 
 # Failures of the machine, not of the code: the stage says them in one line naming the path
 SYSTEM_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EFBIG, errno.EIO}
-_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)-[0-9a-f]{8}$")
+_TEMPORARY = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-(?P<pid>\d+)\.(?P<start>\d+)-[0-9a-f]{8}$")
 _pending: list[tuple[Path, Path]] | None = None  # (temporary, target) of the running stage, None outside a stage
+_after: list[Callable[[], None]] = []             # what the running stage does once its outputs are in place
+
+
+def process_rank() -> tuple[int, int]:
+    """(rank, number of processes) of this process, from the variables torchrun, accelerate, DeepSpeed
+    and MPI set; (0, 1) when it runs alone. Read before any process group exists."""
+    def first(names: tuple[str, ...], default: int) -> int:
+        return next((int(os.environ[n]) for n in names if os.environ.get(n)), default)
+
+    return (first(("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK"), 0),
+            first(("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE"), 1))
+
+
+def is_main_process() -> bool:
+    """Only the main process writes models, metrics, plots and dvclive files."""
+    return process_rank()[0] == 0
 
 
 class FileSystemError(InputError):
@@ -31,21 +49,31 @@ class FileSystemError(InputError):
     one line naming the path and the cause."""
 
 
+def started(pid: int) -> int | None:
+    """When process `pid` started (clock ticks since boot, /proc/<pid>/stat field 22), or None where it is gone or
+    there is no /proc: with the pid, it names a process even after the pid is reused (a container restarted)."""
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def temporary_sibling(target: Path, kind: str = "tmp") -> Path:
-    return target.with_name(f".{target.name}.{kind}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    return target.with_name(f".{target.name}.{kind}-{os.getpid()}.{started(os.getpid()) or 0}-{uuid.uuid4().hex[:8]}")
 
 
 def remove(path: Path) -> None:
+    """Remove a file, link or folder; one already gone (swept by another process) is fine."""
     if path.is_dir() and not path.is_symlink():
         shutil.rmtree(path, ignore_errors=True)
-    elif path.exists() or path.is_symlink():
-        path.unlink()
+    elif path.exists() or path.is_symlink():  # unlink on a read-only file system refuses even a missing file
+        path.unlink(missing_ok=True)
 
 
 def system_cause(error: BaseException, folder: Path | None = None) -> str | None:
     """The machine's reason behind `error` (its errno, as the OS says it), or None for anything else. Libraries
     wrap the errno their own way (polars and safetensors as "(os error 28)" in a message, pyarrow as "[errno 28]");
-    torch.save says nothing usable, so a write that failed where `folder`'s disk is full is said to be that."""
+    torch.save's RuntimeError says nothing usable, so one raised where `folder`'s disk is full is said to be that."""
     seen = error
     while seen is not None:
         code = getattr(seen, "errno", None)
@@ -55,7 +83,8 @@ def system_cause(error: BaseException, folder: Path | None = None) -> str | None
         if code in SYSTEM_ERRNOS:
             return os.strerror(code)
         seen = seen.__cause__ or seen.__context__
-    if folder is not None and folder.is_dir() and shutil.disk_usage(folder).free < 2**20:
+    if isinstance(error, RuntimeError) and folder is not None and folder.is_dir() \
+            and shutil.disk_usage(folder).free < 2**20:
         return f"{os.strerror(errno.ENOSPC)} ({shutil.disk_usage(folder).free} bytes free)"
     return None
 
@@ -88,24 +117,39 @@ def _replace_together(pairs: list[tuple[Path, Path]]) -> None:
 @contextmanager
 def stage_outputs() -> Iterator[None]:
     """Within this block, outputs written with atomic_path / staged_folder are moved into place together when it
-    ends without an error, and none of them otherwise (their temporaries are removed)."""
-    global _pending
-    outer, _pending = _pending, []
-    mine = _pending
+    ends without an error, and none of them otherwise (their temporaries are removed); then what `after_outputs`
+    was given runs."""
+    global _pending, _after
+    outer, _pending, outer_after, _after = _pending, [], _after, []
+    mine, then = _pending, _after
     try:
         yield
         _replace_together(mine)
         mine.clear()
+        for action in then:
+            action()
     finally:
         for tmp, _ in mine:
             remove(tmp)
-        _pending = outer
+        _pending, _after = outer, outer_after
+
+
+def after_outputs(action: Callable[[], None]) -> None:
+    """Run `action` once the running stage's outputs are in place (at once outside a stage): a stage removes its
+    resume checkpoints only when nothing can fail any more."""
+    if _pending is None:
+        action()
+    else:
+        _after.append(action)
 
 
 def _stage(tmp: Path, target: Path) -> None:
     """Hand a written temporary to the running stage (or rename it now, outside a stage)."""
     if _pending is None:
-        _replace_together([(tmp, target)])
+        try:
+            _replace_together([(tmp, target)])
+        finally:
+            remove(tmp)  # moved in, or left over by a rename that failed
         return
     for i, (earlier, same) in enumerate(_pending):
         if same == target:  # written twice in one stage: the later one wins
@@ -159,19 +203,26 @@ def sweep_stale(folders: list[str | Path]) -> list[Path]:
         for root, dirs, files in os.walk(folder):
             for name in [*dirs, *files]:
                 match = _TEMPORARY.match(name)
-                if not match or _alive(int(match.group("pid"))):
+                if not match or _alive(int(match.group("pid")), int(match.group("start"))):
                     continue
                 path, target = Path(root) / name, Path(root) / match.group("name")
-                if match.group("kind") == "old" and not (target.exists() or target.is_symlink()):
-                    os.replace(path, target)
-                else:
-                    remove(path)
+                try:
+                    if match.group("kind") == "old" and not (target.exists() or target.is_symlink()):
+                        os.replace(path, target)
+                    else:
+                        remove(path)
+                except FileNotFoundError:  # another process swept it first
+                    continue
                 swept.append(path)
             dirs[:] = [d for d in dirs if not _TEMPORARY.match(d)]
     return swept
 
 
-def _alive(pid: int) -> bool:
+def _alive(pid: int, start: int) -> bool:
+    """Whether the process that made a temporary still runs: its pid, started when it was (where /proc tells)."""
+    now = started(pid)
+    if now is not None or Path("/proc/self/stat").exists():
+        return now is not None and (start == 0 or now == start)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -11,7 +11,8 @@ accelerate starts several CPU processes (distributed_type MULTI_CPU) only throug
 no mpirun, they are started with torchrun (what accelerate uses for GPUs) and transformers is told to stay
 on the CPU (ACCELERATE_USE_CPU), which gives the same gloo process group. Only rank 0 writes outputs.
 
-The stage runs as a child process: the signals sent to this one (Ctrl-C, a scheduler's SIGTERM) are passed on to
+Under accelerate the stage first checks its params, trainer params and inputs alone (`--check`), so that a bad
+value is one line rather than one per process and a traceback. The stage runs as a child process: the signals sent to this one (Ctrl-C, a scheduler's SIGTERM) are passed on to
 it, the child is ended if this process is killed outright, and the exit status is the child's (128 + N when
 signal N ended it).
 """
@@ -72,6 +73,12 @@ def main(argv: list[str]) -> int:
     except (InputError, FileNotFoundError) as error:
         print(f"Error: {error}", file=sys.stderr)
         return 1
+    if cmd[0] != sys.executable or cmd[1:3] != ["-m", f"stages.{argv[0]}"]:
+        # several processes would each print the stage's one-line error, then the launcher its traceback: the
+        # stage checks its params, trainer params and inputs once, alone, first
+        checked = subprocess.run([sys.executable, "-m", f"stages.{argv[0]}", "--params", params_file, "--check"])
+        if checked.returncode:
+            return checked.returncode
     shown = ["python", *cmd[1:]] if cmd[0] == sys.executable else cmd
     print("ladder.launch:", " ".join(f"{k}={v}" for k, v in env.items()), *shown, flush=True)
     return run_child(cmd, {**os.environ, **env})

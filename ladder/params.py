@@ -411,13 +411,20 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return loaded
 
 
-def one_line(error: ValidationError, source: str) -> str:
+def one_line(error: ValidationError, data: Any, source: str) -> str:
     """The first schema error as `source: key.sub = value: what is allowed` (and how many more there are). A value
     that fits no member of a union (int | float, str | list) fails once per member: those count as one error."""
     def where(entry: dict) -> str:
-        # pydantic adds a tag per union member and validator to the location: keep the keys only
-        return ".".join(str(p) for p in entry["loc"] if isinstance(p, int) or not str(p).startswith(
-            ("function-", "literal[", "list[", "dict[", "int", "float", "str", "bool", "constrained", "none")))
+        # pydantic adds tags (union members, validators) to the location: keep the parts that are keys of the data
+        keys, node = [], data
+        for part in entry["loc"]:
+            if isinstance(node, dict) and part in node or isinstance(node, list) and isinstance(part, int) \
+                    and part < len(node):
+                keys.append(str(part))
+                node = node[part]
+        if entry["type"] == "missing":  # the key that is not there
+            keys.append(str(entry["loc"][-1]))
+        return ".".join(keys)
 
     errors = error.errors()
     first, key = errors[0], where(errors[0])
@@ -442,7 +449,7 @@ def validate(data: dict, source: str = "params.yaml") -> dict[str, Any]:
     try:
         return Params.model_validate(data).model_dump(exclude_unset=True)  # as written: no keys added
     except ValidationError as error:
-        raise ParamsError(one_line(error, source)) from None
+        raise ParamsError(one_line(error, data, source)) from None
 
 
 def checked(name: str, data: dict, source: str = "params.yaml") -> dict[str, Any]:
@@ -452,7 +459,7 @@ def checked(name: str, data: dict, source: str = "params.yaml") -> dict[str, Any
     try:
         return Params.model_fields[name].annotation.model_validate(data[name]).model_dump(exclude_unset=True)
     except ValidationError as error:
-        raise ParamsError(one_line(error, f"{source}: {name}")) from None
+        raise ParamsError(one_line(error, data[name], f"{source}: {name}")) from None
 
 
 def load_params(path: str | Path = "params.yaml") -> dict[str, Any]:

@@ -49,17 +49,21 @@ def declared_inputs(name: str, dvc_yaml: Path = Path("dvc.yaml")) -> list[str]:
 
 
 def stage(name: str, hardware: Callable[[str, dict], dict] | None = None, section: str | None = None,
-          trainer: Callable[[dict, str, str], None] | None = None) -> Callable:
+          trainer: Callable[[dict, str, str], None] | None = None,
+          inputs: Callable[[dict], None] | None = None) -> Callable:
     """Make `fn(params, [hw,] **options)` stage `name`'s Click command (see the module docstring). `hardware`:
     ladder.training.stage_hardware for a stage that loads models, and `trainer`: ladder.training.trainer_check(...)
     for one that trains (passed in, not imported here, so that stages without models do not depend on the
-    training module); `section`: the params section whose cpu_bf16 and trainer apply (default: `name`). Click
-    options go below this decorator."""
+    training module); `section`: the params section whose cpu_bf16 and trainer apply (default: `name`); `inputs`:
+    the check of the stage's input tables (columns, rows) that `--check` runs (the body runs it, or its parts, itself).
+    Click options go below this decorator. `--check` checks the params, the trainer params and the inputs and
+    stops: ladder.launch runs it once before it starts several processes, each of which would print its own
+    error, followed by the launcher's traceback."""
 
     def wrap(fn: Callable) -> click.Command:
-        def run(params_file: str, **options) -> None:
+        def run(params_file: str, check: bool, **options) -> None:
             from ladder import paths
-            from ladder.io import stage_outputs, sweep_stale, system_cause
+            from ladder.io import is_main_process, stage_outputs, sweep_stale, system_cause
             from ladder.params import load_params
 
             logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -68,7 +72,11 @@ def stage(name: str, hardware: Callable[[str, dict], dict] | None = None, sectio
                 params = load_params(params_file)
                 if trainer:
                     trainer(params[section or name], section or name, params_file)
-                for path in sweep_stale(paths.OUTPUT_FOLDERS):
+                if check:
+                    if inputs:
+                        inputs(params)
+                    return None
+                for path in sweep_stale(paths.OUTPUT_FOLDERS) if is_main_process() else []:
                     log.info("removed %s, left by a run that was killed", path)
                 if hardware:
                     options["hw"] = hardware(name, params[section or name])
@@ -78,15 +86,18 @@ def stage(name: str, hardware: Callable[[str, dict], dict] | None = None, sectio
                 raise click.ClickException(str(error)) from None
             except FileNotFoundError as error:
                 raise click.ClickException(f"missing file: {error.filename or error}") from None
-            except OSError as error:  # the machine's refusal (no space, read-only) is one line; anything else a bug
-                cause = system_cause(error)
+            except Exception as error:  # the machine's refusal (no space, read-only) is one line; anything else a bug
+                # (the trainer writes checkpoints itself: torch and safetensors raise their own errors for a full disk)
+                cause = system_cause(error, Path("."))
                 if not cause:
                     raise
-                raise click.ClickException(f"{error.filename or 'a file'}: {cause}") from None
+                where = getattr(error, "filename", None) or f"a file under {Path.cwd()}"
+                raise click.ClickException(f"{where}: {cause}") from None
 
         run.__click_params__ = list(getattr(fn, "__click_params__", []))
         run.__doc__ = fn.__doc__
         command = click.command(name, cls=StageCommand, help=sys.modules[fn.__module__].__doc__)(run)
+        command = click.option("--check", is_flag=True, help="check the params and the inputs, then stop")(command)
         return click.option("--params", "params_file", default="params.yaml", show_default=True,
                             help="params file (checked against ladder/params.py first)")(command)
 

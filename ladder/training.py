@@ -10,10 +10,10 @@ from __future__ import annotations
 import functools
 import importlib.util
 import logging
-import os
 from pathlib import Path
 from typing import Any, Callable
 
+from ladder.io import is_main_process, process_rank
 from ladder.lazy import lazy_classes
 from ladder.params import CPU_BF16_CHOICES
 
@@ -83,21 +83,6 @@ def with_cpu_autocast(hw: dict, choice: str | bool, stage: str) -> dict:
         raise ValueError(f"{stage}.{error}") from None
     logging.getLogger(f"ladder.{stage}").info("bfloat16 autocast on the CPU: %s (%s)", "on" if on else "off", why)
     return {**hw, "cpu_bf16": on}
-
-
-def process_rank() -> tuple[int, int]:
-    """(rank, number of processes) of this process, from the variables torchrun, accelerate, DeepSpeed
-    and MPI set; (0, 1) when it runs alone. Read before any process group exists."""
-    def first(names: tuple[str, ...], default: int) -> int:
-        return next((int(os.environ[n]) for n in names if os.environ.get(n)), default)
-
-    return (first(("RANK", "PMI_RANK", "OMPI_COMM_WORLD_RANK"), 0),
-            first(("WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE"), 1))
-
-
-def is_main_process() -> bool:
-    """Only the main process writes models, metrics, plots and dvclive files."""
-    return process_rank()[0] == 0
 
 
 def progress(iterable, desc: str, unit: str, show: bool = True):
@@ -219,7 +204,9 @@ def _fits(value: Any, annotation: Any) -> bool | str:
     if annotation is str:
         return isinstance(value, str)
     if origin in (list, tuple) or annotation in (list, tuple):
-        return isinstance(value, list) and (not args or all(_fits(v, args[0]) is True for v in value))
+        if not isinstance(value, list):  # a single value where a list is asked: TRL's configs wrap it themselves
+            return bool(args) and _fits(value, args[0]) is True
+        return not args or all(_fits(v, args[0]) is True for v in value)
     if origin is dict or annotation is dict:
         return isinstance(value, dict)
     if isinstance(annotation, type) and issubclass(annotation, enum.Enum):

@@ -43,7 +43,22 @@ from ladder.training import stage_hardware, trainer_check
 log = logging.getLogger("ladder.classifier")
 
 
-@stage("classifier", hardware=stage_hardware, trainer=trainer_check("transformers:TrainingArguments"))
+def judge_rows(params: dict) -> tuple[dict[str, list[dict]], int]:
+    """The judge's train and eval rows (arena, and the preference pairs' share) and the preference ties dropped;
+    too few rows stop the stage with one line."""
+    try:
+        data, ties_dropped = load_rows(paths.ARENA, paths.PREFERENCES, params["ties"], params["preference_share"],
+                                       params["rejected_ties"])
+    except ValueError as error:  # a column missing from the clean tables
+        raise InputError(str(error)) from None
+    require_counts({s: len(data[s]) for s in ("train", "eval")},
+                   [paths.ARENA] + ([paths.PREFERENCES] if params["preference_share"] else []), "classifier",
+                   {"train": 1, "eval": 1})
+    return data, ties_dropped
+
+
+@stage("classifier", hardware=stage_hardware, trainer=trainer_check("transformers:TrainingArguments"),
+       inputs=lambda params: judge_rows(params["classifier"]))
 def main(all_params: dict, hw: dict) -> None:
     from transformers import AutoTokenizer
 
@@ -53,14 +68,7 @@ def main(all_params: dict, hw: dict) -> None:
     from ladder.training import is_main_process, split_timings
 
     params = all_params["classifier"]
-    try:
-        data, ties_dropped = load_rows(paths.ARENA, paths.PREFERENCES, params["ties"],
-                                       params["preference_share"], params["rejected_ties"])
-    except ValueError as error:  # a column missing from the clean tables
-        raise InputError(str(error)) from None
-    require_counts({s: len(data[s]) for s in ("train", "eval")},
-                   [paths.ARENA] + ([paths.PREFERENCES] if params["preference_share"] else []), "classifier",
-                   {"train": 1, "eval": 1})
+    data, ties_dropped = judge_rows(params)
     labels = list(LABELS[:3 if params["ties"] == "class" else 2])
     start = time.perf_counter()
     try:

@@ -32,19 +32,25 @@ from ladder.training import stage_hardware, trainer_check
 log = logging.getLogger("ladder.dpo")
 
 
-def load_pairs(path: str | Path, tokenizer, max_prompt_length: int) -> dict:
-    """Train and eval pairs (in id order) in TRL's conversational preference format."""
-    import polars as pl
-    from datasets import Dataset
-
-    from ladder.chat import fit_prompt
+def read_pairs(path: str | Path):
+    """The scored pairs, checked for their columns and for a train and an eval pair at least."""
     from ladder.io import read_parquet
     from ladder.records import require_columns, require_rows
 
     df = read_parquet(path)
     require_columns(df, ("prompt", "chosen", "rejected", "split"), path)
     require_rows(df, path, "dpo", {"train": 1, "eval": 1})
-    df = df.sort("id")
+    return df
+
+
+def load_pairs(path: str | Path, tokenizer, max_prompt_length: int) -> dict:
+    """Train and eval pairs (in id order) in TRL's conversational preference format."""
+    import polars as pl
+    from datasets import Dataset
+
+    from ladder.chat import fit_prompt
+
+    df = read_pairs(path).sort("id")
     out = {}
     for split in ("train", "eval"):
         part = df.filter(pl.col("split") == split)
@@ -62,7 +68,8 @@ def preference_config(params: dict):
     return config_class(params["method"])
 
 
-@stage("dpo", hardware=stage_hardware, trainer=trainer_check(preference_config))
+@stage("dpo", hardware=stage_hardware, trainer=trainer_check(preference_config),
+       inputs=lambda params: read_pairs(paths.SCORED_DPO))
 def main(all_params: dict, hw: dict) -> None:
     from transformers import AutoTokenizer
 

@@ -2,7 +2,7 @@
 
 Reads   models/base, models/sft, models/dpo, metrics/{sft,dpo}.json, data/scored/sft.parquet (eval conversations
         for the parity check), params `merge` (dtype, parity_dtype, parity_conversations, generation) and, for the model
-        card, `fetch.base_model`, `fetch.base_revision`, `fetch.sources`, `sft`, `dpo`.
+        card, `fetch.base_model`, `fetch.base_revision`, `fetch.sources`, `fetch.hub_sources`, `sft`, `dpo`.
 Writes  models/merged (weights in merge.dtype, tokenizer with the training chat template, generation_config.json
         with the serving settings, README.md model card), metrics/merge.json (max |logit difference| between the
         merged model and base + adapters, both computed in merge.parity_dtype), metrics/timings/merge.json.

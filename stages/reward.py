@@ -42,7 +42,8 @@ def load_feedback(path: str | Path) -> dict[str, dict[str, list]]:
                     "label": df.filter(pl.col("split") == split)["label"].to_list()} for split in ("train", "eval")}
 
 
-@stage("reward", hardware=stage_hardware, trainer=trainer_check("transformers:TrainingArguments"))
+@stage("reward", hardware=stage_hardware, trainer=trainer_check("transformers:TrainingArguments"),
+       inputs=lambda params: load_feedback(paths.FEEDBACK))
 def main(all_params: dict, hw: dict) -> None:
     from transformers import AutoTokenizer
 

@@ -29,9 +29,10 @@ from ladder.supervised import CHECKPOINTS, load_conversations, train
 log = logging.getLogger("ladder.sft")
 
 
-@stage("sft", hardware=stage_hardware, trainer=trainer_check("trl:SFTConfig"))
+@stage("sft", hardware=stage_hardware, trainer=trainer_check("trl:SFTConfig"),
+       inputs=lambda params: load_conversations(paths.SCORED_SFT))
 def main(all_params: dict, hw: dict) -> None:
-    from ladder.io import atomic_path, write_json
+    from ladder.io import after_outputs, atomic_path, write_json
     from ladder.training import gathered_state_dict, is_main_process, save_adapter
 
     params = all_params["sft"]
@@ -45,8 +46,9 @@ def main(all_params: dict, hw: dict) -> None:
     with atomic_path(paths.SFT) as tmp:
         save_adapter(trainer.accelerator.unwrap_model(trainer.model), tmp, weights)
         trainer.processing_class.save_pretrained(tmp)
-    # Checkpoints exist to resume a run that was stopped; this one finished, so a forced rerun starts afresh.
-    shutil.rmtree(CHECKPOINTS, ignore_errors=True)
+    # Checkpoints exist to resume a run that was stopped; this one finished (once its outputs are in place), so a
+    # forced rerun starts afresh.
+    after_outputs(lambda: shutil.rmtree(CHECKPOINTS, ignore_errors=True))
     write_json({k: round(v, 6) if isinstance(v, float) else v for k, v in figures.items()}, paths.metrics_file("sft"))
     write_json(timings, paths.timings_file("sft"))
     log.info("eval loss %.4f (base %.4f)", figures["eval_loss"], figures["eval_loss_base"])

@@ -99,7 +99,7 @@ def test_dvclive_folder_is_replaced_with_the_other_outputs(tmp_path):
 
 
 def test_temporaries_of_a_killed_run_are_swept_and_an_old_output_put_back(tmp_path):
-    gone, me = dead_pid(), os.getpid()
+    gone, me = f"{dead_pid()}.12345", f"{os.getpid()}.{io.started(os.getpid())}"
     (tmp_path / "data/clean").mkdir(parents=True)
     half = tmp_path / f"data/clean/.feedback.parquet.tmp-{gone}-0123abcd"
     half.write_text("half written")
@@ -112,8 +112,11 @@ def test_temporaries_of_a_killed_run_are_swept_and_an_old_output_put_back(tmp_pa
     (tmp_path / "data/clean/rejects.parquet").write_text("current")
     running = tmp_path / f"data/clean/.preferences.parquet.tmp-{me}-0123abcd"
     running.write_text("another stage is writing this")
+    # this process's pid with another start time: a process that had the pid before (a container restarted)
+    reused = tmp_path / f"data/clean/.arena.parquet.tmp-{os.getpid()}.1-0123abcd"
+    reused.write_text("from before the restart")
     swept = sweep_stale([tmp_path / "data", tmp_path / "models"])
-    assert sorted(p.name for p in swept) == sorted(p.name for p in (half, folder, moved_aside, replaced))
+    assert sorted(p.name for p in swept) == sorted(p.name for p in (half, folder, moved_aside, replaced, reused))
     assert not half.exists() and not folder.exists() and running.exists()
     assert (tmp_path / "data/clean/arena.parquet").read_text() == "the previous output"
     assert (tmp_path / "data/clean/rejects.parquet").read_text() == "current"
@@ -165,3 +168,47 @@ def test_an_unreadable_parquet_input_is_one_line_naming_it(tmp_path, content):
     assert str(raised.value).startswith(f"{path}: not a readable parquet file (") and "\n" not in str(raised.value)
     with pytest.raises(FileNotFoundError):
         read_parquet(tmp_path / "absent.parquet")
+
+
+def test_what_waits_for_the_outputs_runs_only_once_they_are_in_place(tmp_path):
+    done = []
+    with pytest.raises(RuntimeError):
+        with stage_outputs():
+            write_json(1, tmp_path / "a.json")
+            io.after_outputs(lambda: done.append("checkpoints removed"))
+            raise RuntimeError("failed before the end")
+    assert done == [] and not (tmp_path / "a.json").exists()
+    with stage_outputs():
+        write_json(1, tmp_path / "a.json")
+        io.after_outputs(lambda: done.append((tmp_path / "a.json").exists()))
+        assert done == []
+    assert done == [True]
+
+
+def test_a_rename_refused_outside_a_stage_leaves_no_temporary(tmp_path, monkeypatch):
+    monkeypatch.setattr(io.os, "replace", lambda *_: (_ for _ in ()).throw(OSError(errno.EACCES, "Permission denied")))
+    with pytest.raises(FileSystemError, match="Permission denied"):
+        write_json(1, tmp_path / "a.json")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("error, says", [
+    (OSError(errno.EROFS, "Read-only file system", "plots/eval/elo.json"), "plots/eval/elo.json: Read-only file system"),
+    (RuntimeError("Error while serializing: I/O error: No space left on device (os error 28)"),
+     "a file under {cwd}: No space left on device"),  # safetensors saving a trainer checkpoint
+], ids=["oserror", "safetensors"])
+def test_a_stage_says_the_machines_refusal_in_one_line_and_keeps_a_bugs_traceback(tmp_path, monkeypatch, error, says):
+    from click.testing import CliRunner
+
+    from ladder.stage import stage
+
+    def body(params):
+        raise error
+
+    monkeypatch.chdir(tmp_path)
+    command = stage("clean")(body)
+    result = CliRunner().invoke(command, ["--params", str(REPO / "params.yaml")])
+    assert result.exit_code == 1 and result.output.strip() == f"Error: {says.format(cwd=tmp_path)}", result.output
+    error = KeyError("a bug")
+    result = CliRunner().invoke(stage("clean")(body), ["--params", str(REPO / "params.yaml")])
+    assert isinstance(result.exception, KeyError)  # not caught: a bug keeps its traceback

@@ -24,6 +24,8 @@ BAD = [
     ("dpo.beta='0.1'", "dpo.beta = '0.1': expected a number, not a number in quotes (text): write it without quotes"),
     ("dpo.beta=fast", "dpo.beta = 'fast': expected a number, not text"),
     ("sft.max_length=true", "sft.max_length = True: Input should be a valid integer"),
+    ("fetch.sources={internal: {format: x, path: a.jsonl}}", "fetch.sources.internal.format = 'x': Input should be"),
+    ("clean.mix={strange: true}", "clean.mix.strange = True: expected a number, not a boolean"),
     ("fetch.sources.chai.path=7", "fetch.sources.chai.path = 7: Input should be a valid string"),
     ("fetch.seed=zero", "fetch.seed = 'zero': Input should be a valid integer"),
     ("clean.eval_fraction=1.5", "clean.eval_fraction = 1.5: Input should be less than 1"),
@@ -193,3 +195,18 @@ def test_the_dpo_loss_types_are_trls():
     computed = set(re.findall(r'loss_type == "(\w+)"', inspect.getsource(DPOTrainer)))
     assert "sigmoid" in computed, "TRL's DPOTrainer no longer picks its loss where this test reads it"
     assert set(DPO_LOSS_TYPES) == computed
+
+
+@pytest.mark.parametrize("setting, says", [
+    ("sft.trainer.max_steps=-5", "Error: params.yaml: sft.trainer.max_steps = -5: must be -1 (train num_train_epochs) "
+                                 "or greater than 0"),
+    ("sft.seed=0", "Error: missing file: data/scored/sft.parquet"),
+])
+def test_under_accelerate_the_stage_checks_once_before_several_processes_start(tmp_path, setting, says):
+    params = with_setting(setting)
+    params["sft"].update(launcher="accelerate", accelerate_config=str(REPO / "configs/accelerate/cpu.yaml"))
+    (tmp_path / "params.yaml").write_text(json.dumps(params))
+    done = subprocess.run([sys.executable, "-m", "ladder.launch", "sft"], cwd=tmp_path, capture_output=True, text=True,
+                          env={"PYTHONPATH": str(REPO), "PATH": ""})
+    assert done.returncode == 1 and done.stderr.strip() == says, done.stderr
+    assert "torch.distributed.run" not in done.stdout  # no process was started

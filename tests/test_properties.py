@@ -2,6 +2,8 @@
 used (in some table) or rejected, never both, never neither."""
 from __future__ import annotations
 
+import csv
+import io
 import json
 
 import polars as pl
@@ -182,8 +184,9 @@ def bad_lines(fmt: str) -> st.SearchStrategy[bytes]:
 
 
 def is_row(line: bytes, first: bool) -> bool:
-    """What the JSON Lines reader makes a row of: a line that is not blank once the file's BOM is off."""
-    return bool((line.removeprefix(BOM) if first else line).strip())
+    """What the JSON Lines reader makes a row of: a line that is not blank once a BOM (the file's, or one where two
+    files were joined) is off."""
+    return bool(line.removeprefix(BOM).strip())
 
 
 def through_the_file(tmp_path, fmt: str, data: bytes):
@@ -254,3 +257,64 @@ def test_any_file_keeps_every_good_row_and_accounts_for_every_line(tmp_path, fmt
 
     at = {x: sum(kept[:i]) for i, (kind, x) in enumerate(order) if kind == "good"}  # good row -> raw row
     assert outcomes(tables, row_keys(fmt, [at[i] for i in range(len(good))])) == alone(tmp_path, fmt)
+
+
+# ------------------------------------------------------------------------------ a CSV file (the LMSYS arena's)
+
+LMSYS_COLUMNS = ["id", "model_a", "model_b", "prompt", "response_a", "response_b", "winner_model_a", "winner_model_b",
+                 "winner_tie"]
+
+
+def csv_record(fields: list) -> bytes:
+    out = io.StringIO()
+    csv.writer(out, lineterminator="\n", quoting=csv.QUOTE_ALL).writerow(["" if f is None else f for f in fields])
+    return out.getvalue().encode()
+
+
+def good_csv(row: dict) -> bytes:
+    return csv_record([row.get(c, "m") for c in LMSYS_COLUMNS])
+
+
+def bad_records() -> st.SearchStrategy[bytes]:
+    good = st.sampled_from(GOOD_ROWS["arena_lmsys"]).map(good_csv)
+    text = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=12)
+    return st.one_of(
+        st.builds(lambda line, at, byte: splice(line[:-1], at, byte) + b"\n", good, st.integers(0, 10**4),
+                  st.sampled_from([b"\xff", b"\xc0", b"\x80"])),  # a record that is not UTF-8
+        good.map(lambda line: csv_record(next(csv.reader([line.decode()]))[:-2])),  # fields missing
+        good.map(lambda line: csv_record(next(csv.reader([line.decode()])) + ["extra"])),  # a field too many
+        st.lists(text, min_size=len(LMSYS_COLUMNS), max_size=len(LMSYS_COLUMNS)).map(
+            lambda fields: csv_record([f"x{fields[0]}", *fields[1:]])))  # any text, an id no good row has
+
+
+@settings(max_examples=25, derandomize=True, deadline=None,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
+@given(data=st.data())
+def test_any_csv_keeps_every_good_record_and_accounts_for_every_record(tmp_path, data):
+    good = GOOD_ROWS["arena_lmsys"]
+    bad = data.draw(st.lists(bad_records(), min_size=1, max_size=8))
+    order = data.draw(st.permutations([("good", i) for i in range(len(good))] + [("bad", b) for b in bad]))
+    body = csv_record(LMSYS_COLUMNS) + b"".join(good_csv(good[x]) if kind == "good" else x for kind, x in order)
+    path = tmp_path / "src.csv"
+    path.write_bytes(body)
+    frame, json_columns = read_source({"path": str(path), "format": "arena_lmsys"}, "src")
+    write_raw(frame, json_columns, tmp_path / "raw.parquet")
+    raw = read_raw(tmp_path / "raw.parquet")
+    tables, metrics = clean({"src": ("arena_lmsys", raw)}, FILE_PARAMS)[:2]
+    assert raw.height == len(order) == metrics["sources"]["src"]["rows"]
+    used = set().union(*(set(tables[t]["row"].to_list()) for t in TABLES))
+    rejects = tables["rejects"]
+    assert not used & set(rejects["row"]) and len(used) + rejects.height == raw.height
+    assert outcomes(tables, [str(r["id"]) for r in good]) == [
+        {t: made for t, made in outcome.items()} for outcome in alone_csv(tmp_path)]
+
+
+def alone_csv(tmp_path) -> list[dict]:
+    path = tmp_path / "alone.csv"
+    path.write_bytes(csv_record(LMSYS_COLUMNS) + b"".join(good_csv(r) for r in GOOD_ROWS["arena_lmsys"]))
+    frame, json_columns = read_source({"path": str(path), "format": "arena_lmsys"}, "alone")
+    write_raw(frame, json_columns, tmp_path / "alone.parquet")
+    tables = clean({"src": ("arena_lmsys", read_raw(tmp_path / "alone.parquet"))}, FILE_PARAMS)[0]
+    made = outcomes(tables, [str(r["id"]) for r in GOOD_ROWS["arena_lmsys"]])
+    assert all(outcome["arena"] for outcome in made)
+    return made

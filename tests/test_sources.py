@@ -388,7 +388,6 @@ def test_a_boolean_beside_a_float_stays_a_boolean(tmp_path):
     (b'[{"a": 1}, {"a": "\xff"}]', "not valid UTF-8"),
     (b'[{"a": 1}, {"a": 2]', "not valid JSON"),
     (b"[" * 5000 + b"]" * 5000, f"nested deeper than {MAX_DEPTH} levels"),
-    (b'[{"a": 1}, {"a": ' + b"[" * 100 + b"]" * 100 + b"}]", f"nested deeper than {MAX_DEPTH} levels"),
     (b"", "not valid JSON"),
 ])
 def test_a_json_file_that_cannot_be_split_into_rows_stops_with_one_line(tmp_path, content, cause):
@@ -397,6 +396,25 @@ def test_a_json_file_that_cannot_be_split_into_rows_stops_with_one_line(tmp_path
     with pytest.raises(InputError) as err:
         read_source({"format": "messages", "path": str(path)}, "s")
     assert str(err.value).startswith(f"{path}: ") and cause in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_record_of_a_json_list_nested_too_deep_is_one_rejected_row(tmp_path):
+    path = tmp_path / "data.json"
+    path.write_bytes(b'[{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}, '
+                     b'{"a": ' + b"[" * 100 + b"]" * 100 + b"}]")
+    raw, tables, rejects = through_clean(tmp_path, path)
+    assert raw.height == 2 and tables["conversations"].height == 1
+    assert rejects == {"1": f"nested deeper than {MAX_DEPTH} levels"}
+
+
+def test_a_csv_record_that_is_not_utf8_or_has_the_wrong_fields_is_one_rejected_row(tmp_path):
+    path = tmp_path / "arena.csv"
+    path.write_bytes(b"id,prompt,response_a,response_b,winner_model_a,winner_model_b,winner_tie\n"
+                     b'1,"[""hi""]","[""a""]","[""b""]",1,0,0\n2,"[""caf\xe9""]","[""a""]","[""b""]",1,0,0\n'
+                     b'3,"[""short""]"\n4,"[""q""]","[""a""]","[""b""]",0,1,0\n')
+    raw, tables, rejects = through_clean(tmp_path, path, "arena_lmsys")
+    assert raw.height == 4 and tables["arena"]["row"].to_list() == ["1", "4"]
+    assert sorted(rejects.values()) == ["record has 2 fields, the header 7", "record is not valid UTF-8"]
 
 
 def test_a_json_file_with_a_bom_and_odd_elements(tmp_path):
@@ -416,7 +434,7 @@ def corrupt_parquet(path: Path) -> None:
     ("t.parquet", corrupt_parquet, "not a readable parquet file"),
     ("e.parquet", lambda p: p.write_bytes(b""), "not a readable parquet file"),
     ("e.csv", lambda p: p.write_bytes(b""), "not a readable CSV file"),
-    ("b.csv", lambda p: p.write_bytes(b"id,text\n1,\xff\xfe\n"), "not a readable CSV file"),
+    ("b.csv", lambda p: p.write_bytes(b"i\xffd,text\n1,a\n"), "not a readable CSV file"),
 ])
 def test_a_corrupt_or_empty_data_file_is_named(tmp_path, name, make, cause):
     path = tmp_path / name
@@ -455,3 +473,11 @@ def test_a_file_with_no_record_at_all_rejects_every_line_rather_than_stopping(tm
     assert sorted(rejects.values()) == sorted(["not valid JSON (Expecting value at column 15)",
                                                "a JSON array, not an object",
                                                "line is not valid UTF-8 (invalid start byte at byte 0)"])
+
+
+def test_a_bom_where_two_exported_files_were_joined_is_not_part_of_the_row(tmp_path):
+    path = tmp_path / "joined.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(GOOD).encode() + b"\r\n\xef\xbb\xbf" + json.dumps(GOOD).encode()
+                     + b"\r\n")
+    raw, tables, rejects = through_clean(tmp_path, path)
+    assert raw.height == 2 and rejects == {} and tables["conversations"].height == 2
