@@ -150,8 +150,10 @@ def compare_greedy(llm, model, tokenizer, prompts: list[list[dict]], max_new: in
 
 
 @click.command(help=__doc__)
-@click.option("--model", "model_dir", default=str(paths.MERGED), show_default=True)
-@click.option("--conversations", default=str(paths.CONVERSATIONS), show_default=True)
+@click.option("--model", "model_dir", default=str(paths.MERGED), show_default=True,
+              type=click.Path(exists=True, file_okay=False))
+@click.option("--conversations", default=str(paths.CONVERSATIONS), show_default=True,
+              type=click.Path(exists=True, dir_okay=False))
 @click.option("--types", default="f32,f16", show_default=True, help="GGUF types to export and compare")
 @click.option("--prompts", "n_prompts", default=0, show_default=True, help="eval prompts to use (0: all)")
 @click.option("--max-new-tokens", default=48, show_default=True, help="inference.sampling.max_new_tokens")
@@ -159,6 +161,10 @@ def compare_greedy(llm, model, tokenizer, prompts: list[list[dict]], max_new: in
 @click.option("--threads", default=2, show_default=True)
 def main(model_dir: str, conversations: str, types: str, n_prompts: int, max_new_tokens: int, n_texts: int,
          threads: int) -> None:
+    import importlib.util
+
+    if importlib.util.find_spec("llama_cpp") is None:
+        raise click.ClickException("llama-cpp-python is not installed: pip install llama-cpp-python")
     import torch
     from transformers import AutoTokenizer
 

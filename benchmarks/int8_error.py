@@ -34,6 +34,9 @@ def main(conversations: int, thresholds: str) -> None:
     from ladder.chat import render
     from ladder.quantization import compute_in
     from ladder.fidelity import fidelity
+    from ladder.io import require_outputs
+
+    require_outputs("quantize", paths.MERGED, paths.SCORED_SFT)
 
     logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
     tokenizer = AutoTokenizer.from_pretrained(paths.MERGED)

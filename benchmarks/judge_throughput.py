@@ -30,7 +30,10 @@ def main(repeats: int, batch_size: int) -> None:
 
     from ladder import paths
     from ladder.judge import load_judge
+    from ladder.io import require_outputs
     from ladder.judge_data import load_arena
+
+    require_outputs("classifier", paths.JUDGE, paths.ARENA)
 
     judge = load_judge(paths.JUDGE)
     rows = load_arena(paths.ARENA, judge.settings["ties"])["eval"]

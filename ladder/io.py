@@ -259,6 +259,16 @@ def read_parquet(path: str | Path):
     return readable(path, "parquet", pl.read_parquet)
 
 
+def require_outputs(stage: str, *outputs: str | Path) -> None:
+    """For a script run by hand after the pipeline (a benchmark): stop with one line, not the loader's traceback,
+    when an output of `stage` is not there yet."""
+    import click
+
+    missing = [str(p) for p in outputs if not Path(p).exists()]
+    if missing:
+        raise click.ClickException(f"{', '.join(missing)} not found: run `dvc repro {stage}` first")
+
+
 def rounded(value: Any, digits: int = 6) -> Any:
     """Floats rounded, inside dicts and lists too: metrics files then hold the same bytes on every rerun
     (the last bits of a float sum depend on the order of operations)."""
