@@ -19,6 +19,7 @@ import sys
 import time
 from pathlib import Path
 
+import click
 import numpy as np
 import polars as pl
 
@@ -125,13 +126,16 @@ def measure(kind: str, n: int) -> dict:
             "rows_per_s": round(n / best), "peak_rss_gib": round(peak, 2)}
 
 
-def main() -> None:
-    n = int(sys.argv[sys.argv.index("--rows") + 1]) if "--rows" in sys.argv else 200_000
-    if "--one" in sys.argv:
-        print(json.dumps(measure(sys.argv[sys.argv.index("--one") + 1], n)))
+@click.command(help=__doc__)
+@click.option("--rows", "n", default=200_000, show_default=True, help="conversations to generate")
+@click.option("--one", type=click.Choice(["polars-parse", "polars-clean", "per-row-parse"]), hidden=True,
+              help="measure this one kind in this process (what the benchmark runs each measurement as)")
+def main(n: int, one: str | None) -> None:
+    if one:
+        print(json.dumps(measure(one, n)))
         return
     check_same(generate(3000, seed=1))
-    print("parsers agree on 3,000 rows")
+    print("parsers agree on 3,000 rows", flush=True)
     results = {}
     for kind in ("polars-parse", "polars-clean", "per-row-parse"):
         out = subprocess.run([sys.executable, __file__, "--one", kind, "--rows", str(n)], capture_output=True,
@@ -139,11 +143,11 @@ def main() -> None:
         results[kind] = json.loads(out.strip().splitlines()[-1])
         r = results[kind]
         print(f"{kind:14s} {r['rows']:>8,d} rows ({r['messages']:,d} messages): best {r['best_s']:6.2f} s, "
-              f"median {r['median_s']:6.2f} s, {r['rows_per_s']:>9,d} rows/s, peak RSS {r['peak_rss_gib']:.2f} GiB")
+              f"median {r['median_s']:6.2f} s, {r['rows_per_s']:>9,d} rows/s, peak RSS {r['peak_rss_gib']:.2f} GiB",
+              flush=True)
     for stat in ("best_s", "median_s"):
         speedup = results["per-row-parse"][stat] / results["polars-parse"][stat]
         print(f"parse speed-up over the per-row parser ({stat.split('_')[0]} of {REPEATS}): {speedup:.1f}x")
-
 
 if __name__ == "__main__":
     main()

@@ -1,5 +1,10 @@
-"""metrics/eval.json's `stages` block: the figures of earlier stages a reviewer wants beside the ladder, read
-from their metrics files (the preference method's own figures under its name, as ladder/preference.py declares)."""
+"""The figures a person compares across experiments.
+
+metrics/eval.json's `stages` block: the figures of earlier stages a reviewer wants beside the ladder, read from
+their metrics files (the preference method's own figures under its name, as ladder/preference.py declares).
+metrics/headlines.json (`summary`), the one file dvc.yaml declares as DVC metrics: the verdict, each check's value,
+the ratings, the clean and score counts and that `stages` block, a few dozen numbers under fixed keys, so that
+`dvc metrics show` and `dvc exp show` fit a terminal. The detail stays in each stage's own file under metrics/."""
 from __future__ import annotations
 
 import json
@@ -13,7 +18,8 @@ HEADLINES = {  # metrics file -> {name in eval.json: path of keys in that file}
     "sft": {"eval_loss_base": ("eval_loss_base",), "eval_loss": ("eval_loss",)},
     "dpo": None,  # the preference method's own figures, under its name (ladder/preference.py)
     "merge": {"max_abs_logit_difference": ("max_abs_logit_difference",)},
-    "judge": {"accuracy_tta": ("accuracy_tta",), "majority_baseline": ("majority_baseline",),
+    "judge": {"accuracy_tta": ("accuracy_tta",), "log_loss_tta": ("log_loss_tta",),
+              "majority_baseline": ("majority_baseline",),
               "position_flip_rate": ("position_flip_rate",)},
 }
 
@@ -38,3 +44,21 @@ def headlines(folder: Path) -> dict:
     out["quantize"] = {name: {"kl_mean": f["kl_mean"], "top1_agreement": f["top1_agreement"],
                               "size_ratio_16bit": f["size_ratio_16bit"]} for name, f in quantize.items()}
     return out
+
+
+def summary(evaluation: dict, clean: dict, score: dict) -> dict:
+    """metrics/headlines.json from metrics/{eval,clean,score}.json: keys are names of checks, models, tables and
+    formats, never free text (a rejection reason or a warning stays in its stage's file)."""
+    validity = evaluation["validity"]
+    models = evaluation["models"]
+    return {
+        "valid": validity["valid"],
+        "checks": {name: check["value"] for name, check in validity["checks"].items()},
+        "elo": {model: figures["elo"] for model, figures in models.items()},
+        "elo_length_controlled": {model: figures["elo_length_controlled"] for model, figures in models.items()},
+        "clean": {**{table: sum(splits.values()) for table, splits in clean["records"].items()},
+                  "rejected_rows": clean["rejected_rows"]},
+        "score": {"sft_train_kept": score["sft"]["train"]["kept"], "dpo_train_kept": score["dpo"]["train"]["kept"],
+                  "dpo_train_chosen_above_rejected": score["dpo_train_chosen_above_rejected"]},
+        **evaluation["stages"],
+    }

@@ -1,6 +1,7 @@
 """Start a training stage in one process or under `accelerate launch`, as its params say.
 
     python -m ladder.launch sft [--params params.yaml]
+    ladder launch sft [--params params.yaml]            # the same
 
 Params of the stage (reward, sft, dpo, classifier):
     launcher: python                                  # one process
@@ -25,7 +26,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import click
+
 from ladder.errors import InputError
+from ladder.stage import StageCommand
 
 TRAINING_STAGES = ("reward", "sft", "dpo", "classifier")
 SHARDABLE = ("sft", "dpo")  # they gather sharded LoRA weights before saving; the others save whole models
@@ -61,27 +65,35 @@ def command(stage: str, params: dict, params_file: str) -> tuple[list[str], dict
     return [sys.executable, "-m", "accelerate.commands.launch", "--config_file", str(config), *script], {}
 
 
-def main(argv: list[str]) -> int:
+def launch(stage: str, params_file: str = "params.yaml") -> int:
+    """Run training stage `stage` as its params in `params_file` say (see the module docstring); the exit status
+    is the stage's. A bad param, stage name or accelerate config is one line on stderr and status 1."""
     from ladder.params import section
 
-    if len(argv) not in (1, 3) or (len(argv) == 3 and argv[1] != "--params"):
-        print("usage: python -m ladder.launch <stage> [--params params.yaml]", file=sys.stderr)
-        return 2
-    params_file = argv[2] if len(argv) == 3 else "params.yaml"
     try:  # as ladder/stage.py does for the stages: a bad param or a missing config file is one line
-        cmd, env = command(argv[0], section(argv[0], params_file), params_file)
+        cmd, env = command(stage, section(stage, params_file), params_file)
     except (InputError, FileNotFoundError) as error:
         print(f"Error: {error}", file=sys.stderr)
         return 1
-    if cmd[0] != sys.executable or cmd[1:3] != ["-m", f"stages.{argv[0]}"]:
+    if cmd[0] != sys.executable or cmd[1:3] != ["-m", f"stages.{stage}"]:
         # several processes would each print the stage's one-line error, then the launcher its traceback: the
         # stage checks its params, trainer params and inputs once, alone, first
-        checked = subprocess.run([sys.executable, "-m", f"stages.{argv[0]}", "--params", params_file, "--check"])
+        checked = subprocess.run([sys.executable, "-m", f"stages.{stage}", "--params", params_file, "--check"])
         if checked.returncode:
             return checked.returncode
     shown = ["python", *cmd[1:]] if cmd[0] == sys.executable else cmd
     print("ladder.launch:", " ".join(f"{k}={v}" for k, v in env.items()), *shown, flush=True)
     return run_child(cmd, {**os.environ, **env})
+
+
+# The stage takes nothing but its params file, so the command line is exactly `<stage> [--params FILE]`
+@click.command("launch", cls=StageCommand, help=__doc__,
+               short_help="Start a training stage in one process or under accelerate launch.")
+@click.argument("stage")
+@click.option("--params", "params_file", default="params.yaml", show_default=True, help="the params file")
+@click.pass_context
+def main(ctx: click.Context, stage: str, params_file: str) -> None:
+    ctx.exit(launch(stage, params_file))
 
 
 FORWARDED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP, signal.SIGQUIT, signal.SIGUSR1, signal.SIGUSR2)
@@ -122,5 +134,6 @@ def run_child(cmd: list[str], env: dict[str, str] | None = None) -> int:
             signal.signal(sig, handler)
     return code if code >= 0 else 128 - code
 
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    main()

@@ -88,33 +88,52 @@ class Section(BaseModel):
 
 class LocalSource(Section):
     """A source file on this machine: its own DVC stage depends on that file alone."""
-    format: Literal[SOURCE_FORMATS]
-    path: Annotated[str, Field(min_length=1)]
+    format: Literal[SOURCE_FORMATS] = Field(description="The parser of ladder/formats.py that reads the file into "
+                                                        "the unified records.")
+    path: Annotated[str, Field(min_length=1)] = Field(description="The file (.jsonl, .json, .parquet or .csv), "
+                                                                  "relative to the repository root.")
 
 
 class HubSource(Section):
-    """A hub dataset, pinned to a commit (`revision`; null until `python -m ladder.pin` writes one, and the fetch
+    """A hub dataset, pinned to a commit (`revision`; null until `ladder pin` writes one, and the fetch
     stage refuses it meanwhile), its files picked by `split` and, optionally, `files` globs."""
-    format: Literal[SOURCE_FORMATS]
-    hub: Annotated[str, Field(min_length=1)]
-    revision: str | None
-    split: str | None = None
-    files: str | list[str] | None = None
+    format: Literal[SOURCE_FORMATS] = Field(description="The parser of ladder/formats.py that reads the dataset's "
+                                                        "files into the unified records.")
+    hub: Annotated[str, Field(min_length=1)] = Field(description="The hub dataset id, e.g. chargoddard/chai-dpo.")
+    revision: str | None = Field(description="The commit the dataset is fetched at; null until `ladder pin` "
+                                             "writes one, and the fetch stage refuses it meanwhile.")
+    split: str | None = Field(None, description="Keeps the data files whose path names this split (a path part "
+                                                "such as train/ or train-00000.parquet); null: every data file.")
+    files: str | list[str] | None = Field(None, description="A glob or a list of globs (`*` crosses folders) "
+                                                            "picking the snapshot's files, e.g. one config of a "
+                                                            "repository that holds two; null: every data file.")
 
 
 class Fetch(Section):
-    sources: dict[str, LocalSource]
-    hub_sources: dict[str, HubSource]
-    base_model: str
-    base_revision: str | None
-    judge_model: str
-    judge_revision: str | None
-    reward_model: str
-    reward_revision: str | None
-    seed: int
+    sources: dict[str, LocalSource] = Field(description="Local source files by name: one fetch stage each, writing "
+                                                        "data/raw/<name>.parquet. The order is clean's dedup order "
+                                                        "(the first source wins).")
+    hub_sources: dict[str, HubSource] = Field(description="Hub datasets by name, after the local sources in dedup "
+                                                          "order: one fetch stage each, writing "
+                                                          "data/raw/<name>.parquet.")
+    base_model: str = Field(description="The chat model SFT and DPO start from (models/base): `bundled:<name>`, "
+                                        "`tiny:<name>` or a hub model id (pinned by base_revision).")
+    base_revision: str | None = Field(description="The commit of a hub base_model (`ladder pin` writes "
+                                                  "it); null for bundled and tiny models.")
+    judge_model: str = Field(description="The judge's backbone (models/judge_base): `bundled:<name>`, "
+                                         "`tiny:<name>` or a hub model id (pinned by judge_revision).")
+    judge_revision: str | None = Field(description="The commit of a hub judge_model; null for bundled and tiny "
+                                                   "models.")
+    reward_model: str = Field(description="The reward model's own backbone (models/reward_base), so that switching "
+                                          "the judge does not retrain the reward model: `bundled:<name>`, "
+                                          "`tiny:<name>` or a hub model id.")
+    reward_revision: str | None = Field(description="The commit of a hub reward_model; null for bundled and tiny "
+                                                    "models.")
+    seed: int = Field(description="Initialises the weights of `tiny:` models.")
 
     @model_validator(mode="after")
     def one_kind_each(self) -> Fetch:
+        """A source name is in sources or in hub_sources, never in both."""
         both = sorted(set(self.sources) & set(self.hub_sources))
         if both:
             raise ValueError(f"source {both[0]!r} is both in sources (a local file) and in hub_sources")
@@ -128,22 +147,34 @@ def all_sources(fetch: dict) -> dict[str, dict]:
 
 
 class Clean(Section):
-    seed: int
-    eval_fraction: Annotated[Real, Field(gt=0, lt=1)]
-    min_turns: NonNegative
-    min_message_chars: NonNegative
-    max_message_chars: Positive
-    min_conversation_chars: NonNegative
-    max_conversation_chars: Positive
-    sft_requires_thumbs_up: bool
-    swipe_pairs: bool
-    arena_languages: list[str]
-    dedup: bool
-    mix: dict[str, Annotated[Real, Field(ge=0)]]  # a float is a share (<= 1), an int a row count
+    seed: int = Field(description="Seeds the stable hashes of the eval split and of the mix draw.")
+    eval_fraction: Annotated[Real, Field(gt=0, lt=1)] = Field(
+        description="Share of source rows put in eval, by a stable hash of source and row; widened so that no eval "
+                    "prompt is also a train prompt.")
+    min_turns: NonNegative = Field(description="Conversations with fewer messages (the system message not counted) "
+                                               "are dropped.")
+    min_message_chars: NonNegative = Field(description="Conversations with a shorter message are dropped.")
+    max_message_chars: Positive = Field(description="Conversations with a longer message, and preference pairs with "
+                                                    "a longer reply, are dropped.")
+    min_conversation_chars: NonNegative = Field(description="Conversations shorter than this in all are dropped.")
+    max_conversation_chars: Positive = Field(description="Conversations, and preference pairs' prompts, longer than "
+                                                         "this in all are dropped.")
+    sft_requires_thumbs_up: bool = Field(description="Drops thumbs-down conversations from the SFT table "
+                                                     "(conversations without feedback stay).")
+    swipe_pairs: bool = Field(description="Turns each swiped reply of a chai_feedback source into a preference pair, "
+                                          "the kept reply chosen.")
+    arena_languages: list[str] = Field(description="Arena rows in other languages are dropped (compared "
+                                                   "case-insensitively); empty: every language.")
+    dedup: bool = Field(description="Drops exact duplicates on normalised text across sources; the first source "
+                                    "in fetch order wins.")
+    mix: dict[str, Annotated[Real, Field(ge=0)]] = Field(
+        description="Train rows kept per source, drawn by the seed: a float is the share kept, an int a row count. "
+                    "A source not listed is kept whole; eval rows are never sampled.")
 
     @field_validator("mix")
     @classmethod
     def shares_or_counts(cls, value: dict) -> dict:
+        """A float is a share (at most 1.0), an int a row count."""
         bad = {k: v for k, v in value.items() if isinstance(v, float) and v > 1}
         if bad:
             raise ValueError(f"a float is a share of the rows (at most 1.0), an int a row count: {bad}")
@@ -151,71 +182,109 @@ class Clean(Section):
 
 
 class Lora(Section):
-    r: Positive
-    alpha: Annotated[Real, Field(gt=0)]
-    dropout: Share
-    target_modules: list[str] | Literal["all-linear"]
-    bias: Literal["none", "all", "lora_only"] | None = None  # absent: PEFT's own default (none)
+    r: Positive = Field(description="The LoRA rank (PEFT LoraConfig r).")
+    alpha: Annotated[Real, Field(gt=0)] = Field(description="The LoRA scaling numerator (PEFT lora_alpha): the "
+                                                            "update is scaled by alpha / r.")
+    dropout: Share = Field(description="Dropout on the LoRA input (PEFT lora_dropout).")
+    target_modules: list[str] | Literal["all-linear"] = Field(
+        description="The module names that get adapters, or all-linear: every linear layer but the output head.")
+    bias: Literal["none", "all", "lora_only"] | None = Field(
+        None, description="Which biases train (PEFT bias); absent: PEFT's own default (none).")
 
 
 class JudgeLora(Lora):
-    layers: Positive | None = None  # the last N blocks only; None: every block
+    layers: Positive | None = Field(None, description="Adapters on the last N transformer blocks only; null or "
+                                                      "absent: every block.")
 
 
 class ScoreFilter(Section):
-    keep_top: Annotated[Real, Field(gt=0, le=1)] | None = None  # exactly one of the two, checked below
-    min_score: Real | None = None
+    keep_top: Annotated[Real, Field(gt=0, le=1)] | None = Field(
+        None, description="Keeps this share of the train conversations, the best-scored first.")
+    min_score: Real | None = Field(None, description="Keeps the train conversations scored at least this.")
 
     @model_validator(mode="after")
     def exactly_one(self) -> ScoreFilter:
+        """Exactly one of keep_top or min_score."""
         if (self.keep_top is None) == (self.min_score is None):
             raise ValueError("exactly one of keep_top (a share) or min_score")
         return self
 
 
 class SelfPairs(Section):
-    enabled: bool
-    prompts: Positive
-    samples: Annotated[int, Field(ge=2)]
-    max_new_tokens: Positive
-    temperature: Annotated[Real, Field(gt=0)]
-    top_p: Annotated[Real, Field(gt=0, le=1)]
-    top_k: NonNegative
-    batch_size: Positive
-    seed: int
+    enabled: bool = Field(description="Adds the self pairs to the train pairs (slow on a CPU: it loads models/base "
+                                      "and generates).")
+    prompts: Positive = Field(description="Train prompts to sample replies for, chosen by the seed.")
+    samples: Annotated[int, Field(ge=2)] = Field(description="Replies sampled per prompt; the lowest-scored one "
+                                                             "becomes the pair's rejected reply, the human one its "
+                                                             "chosen.")
+    max_new_tokens: Positive = Field(description="Tokens generated at most per sampled reply.")
+    temperature: Annotated[Real, Field(gt=0)] = Field(description="Sampling temperature.")
+    top_p: Annotated[Real, Field(gt=0, le=1)] = Field(description="Nucleus sampling: the smallest set of tokens "
+                                                                  "whose probabilities sum to this.")
+    top_k: NonNegative = Field(description="Samples among the k most likely tokens; 0: no top-k cut.")
+    batch_size: Positive = Field(description="Prompts per generate call.")
+    seed: int = Field(description="Seeds the choice of prompts and the sampling.")
 
 
 class Reward(Section):
-    objective: Literal[OBJECTIVES]
-    max_length: Positive
-    lora: Lora | None
-    seed: int
-    score_batch_size: Positive
-    cpu_bf16: CpuBf16
-    launcher: Launcher
-    accelerate_config: str
-    trainer: Trainer
-    filter: ScoreFilter
-    min_margin: Real
-    self_pairs: SelfPairs
+    objective: Literal[OBJECTIVES] = Field(description="The reward model's loss: regression is MSE on thumbs-up "
+                                                       "0/1 (the Chai author's), classification cross-entropy over "
+                                                       "two classes.")
+    max_length: Positive = Field(description="Tokens of each scored text, truncated on the left so the latest turns "
+                                             "survive (training, the score stage and inference's reply scores).")
+    lora: Lora | None = Field(description="LoRA adapters on the reward backbone; null: fine-tune every weight.")
+    seed: int = Field(description="Seeds the model's new head and the trainer (seed and data_seed).")
+    score_batch_size: Positive = Field(description="Texts per scoring batch: the reward stage's eval, the score "
+                                                   "stage and inference's reply scores.")
+    cpu_bf16: CpuBf16 = Field(description="On a CPU: train under bfloat16 autocast where the CPU has AVX512-BF16 or "
+                                          "AMX (auto), always (on) or never (off); a YAML 1.1 true / false reads as "
+                                          "on / off. Ignored on CUDA.")
+    launcher: Launcher = Field(description="python: one process; accelerate: `accelerate launch --config_file "
+                                           "<accelerate_config>` (ladder/launch.py).")
+    accelerate_config: str = Field(description="The accelerate config file used with launcher accelerate "
+                                               "(configs/accelerate: ddp or cpu for this stage).")
+    trainer: Trainer = Field(description="Passed through to transformers.TrainingArguments, over ladder's own "
+                                         "settings (ladder.training.trainer_arguments). Checked before any model "
+                                         "loads by ladder.training.check_trainer: keys and value types against "
+                                         "TrainingArguments, ranges against TRAINER_RANGES.")
+    filter: ScoreFilter = Field(description="How the score stage filters train conversations for SFT (eval "
+                                            "conversations are all kept): one of keep_top or min_score.")
+    min_margin: Real = Field(description="The score stage keeps a train pair when score(chosen) - score(rejected) is "
+                                         "at least this; eval pairs are all kept.")
+    self_pairs: SelfPairs = Field(description="Extra train pairs made by the score stage from models/base's own "
+                                              "worst replies: chosen is the human reply, rejected the lowest-scored "
+                                              "sample.")
 
 
 class Sft(Section):
-    chat_template: str
-    launcher: Launcher
-    accelerate_config: str
-    max_length: Positive
-    learn_greeting: bool
-    packing: bool
-    cpu_bf16: CpuBf16
-    eval_conversations: Positive | None
-    seed: int
-    lora: Lora
-    trainer: Trainer
+    chat_template: str = Field(description="The chat template SFT trains with and saves (DPO, self pairs and "
+                                           "inference use it too): base keeps the model's own.")
+    launcher: Launcher = Field(description="python: one process; accelerate: `accelerate launch --config_file "
+                                           "<accelerate_config>` (ladder/launch.py); only rank 0 writes outputs.")
+    accelerate_config: str = Field(description="The accelerate config file used with launcher accelerate "
+                                               "(configs/accelerate: ddp, fsdp, zero3 on GPUs, cpu for 2 gloo "
+                                               "processes).")
+    max_length: Positive = Field(description="Tokens per training conversation; a longer one keeps its end.")
+    learn_greeting: bool = Field(description="Whether the loss covers a bot's opening greeting (before the first "
+                                             "user turn), which is its creator's text; false: it is context only.")
+    packing: bool = Field(description="TRL's bfd packing of conversations into padding-free rows (position ids keep "
+                                      "them apart); slower on a 2-core CPU.")
+    cpu_bf16: CpuBf16 = Field(description="On a CPU: train under bfloat16 autocast where the CPU has AVX512-BF16 or "
+                                          "AMX (auto), always (on) or never (off); a YAML 1.1 true / false reads as "
+                                          "on / off. Ignored on CUDA.")
+    eval_conversations: Positive | None = Field(description="Evaluates on the first N eval conversations by id; "
+                                                            "null: all of them.")
+    seed: int = Field(description="Seeds the trainer (seed and data_seed).")
+    lora: Lora = Field(description="The LoRA adapter SFT trains on the base model.")
+    trainer: Trainer = Field(description="Passed through to trl.SFTConfig (a transformers TrainingArguments), over "
+                                         "ladder's own settings (ladder.training.trainer_arguments). Checked before "
+                                         "any model loads by ladder.training.check_trainer: keys and value types "
+                                         "against SFTConfig, ranges against TRAINER_RANGES.")
 
     @field_validator("chat_template")
     @classmethod
     def known_template(cls, value: str) -> str:
+        """base (the model's own) or the name of a template in ladder/templates (<name>.jinja)."""
         names = sorted(p.stem for p in (Path(__file__).parent / "templates").glob("*.jinja"))
         if value != "base" and value not in names:
             raise ValueError(f"base (the model's own) or one of ladder/templates: {', '.join(names)}")
@@ -223,29 +292,48 @@ class Sft(Section):
 
 
 class Kto(Section):
-    loss_type: Literal[KTO_LOSS_TYPES]
-    desirable_weight: Annotated[Real, Field(gt=0)]
-    undesirable_weight: Annotated[Real, Field(gt=0)]
+    loss_type: Literal[KTO_LOSS_TYPES] = Field(description="KTOConfig loss_type: kto or apo_zero_unpaired.")
+    desirable_weight: Annotated[Real, Field(gt=0)] = Field(description="KTOConfig desirable_weight: the weight of "
+                                                                       "the desirable (chosen) replies' loss.")
+    undesirable_weight: Annotated[Real, Field(gt=0)] = Field(description="KTOConfig undesirable_weight: the weight "
+                                                                         "of the undesirable (rejected) replies' "
+                                                                         "loss.")
 
 
 class Dpo(Section):
-    method: Literal[PREFERENCE_METHODS]
-    loss_type: Literal[DPO_LOSS_TYPES]
-    beta: Annotated[Real, Field(gt=0)]
-    launcher: Launcher
-    accelerate_config: str
-    simpo_gamma: Real
-    kto: Kto
-    cpu_bf16: CpuBf16
-    max_prompt_length: Positive
-    max_length: Positive
-    eval_pairs: Positive | None
-    seed: int
-    lora: Lora
-    trainer: Trainer
+    method: Literal[PREFERENCE_METHODS] = Field(description="The preference method of ladder/preference.py's table: "
+                                                            "dpo (TRL's DPOTrainer), simpo (CPOTrainer with the "
+                                                            "simpo loss), orpo (ORPOTrainer), kto (KTOTrainer).")
+    loss_type: Literal[DPO_LOSS_TYPES] = Field(description="TRL's DPO loss, used with method dpo only.")
+    beta: Annotated[Real, Field(gt=0)] = Field(description="The method's beta, passed to its TRL config (for DPO "
+                                                           "the strength of the pull towards the reference model).")
+    launcher: Launcher = Field(description="python: one process; accelerate: `accelerate launch --config_file "
+                                           "<accelerate_config>` (ladder/launch.py).")
+    accelerate_config: str = Field(description="The accelerate config file used with launcher accelerate "
+                                               "(configs/accelerate: ddp, fsdp, zero3 or cpu).")
+    simpo_gamma: Real = Field(description="SimPO's target reward margin (CPOConfig simpo_gamma), used with method "
+                                          "simpo only.")
+    kto: Kto = Field(description="KTOConfig settings, used with method kto only: each pair gives one desirable row "
+                                 "(its chosen reply) and one undesirable row (its rejected reply).")
+    cpu_bf16: CpuBf16 = Field(description="On a CPU: train under bfloat16 autocast where the CPU has AVX512-BF16 or "
+                                          "AMX (auto), always (on) or never (off); a YAML 1.1 true / false reads as "
+                                          "on / off. Ignored on CUDA.")
+    max_prompt_length: Positive = Field(description="Tokens of each prompt: earlier turns are dropped first, whole, "
+                                                    "the system message kept.")
+    max_length: Positive = Field(description="Tokens of prompt and reply together (the TRL config's max_length).")
+    eval_pairs: Positive | None = Field(description="Evaluates on the first N eval pairs by id; null: all of them.")
+    seed: int = Field(description="Seeds the trainer (seed and data_seed).")
+    lora: Lora = Field(description="The new LoRA adapter trained over base + SFT merged; with it switched off the "
+                                   "same weights are the reference model.")
+    trainer: Trainer = Field(description="Passed through to the TRL config of the method (DPOConfig, CPOConfig, "
+                                         "ORPOConfig or KTOConfig), over ladder's own settings "
+                                         "(ladder.training.trainer_arguments). Checked before any model loads by "
+                                         "ladder.training.check_trainer: keys and value types against that config, "
+                                         "ranges against TRAINER_RANGES.")
 
     @model_validator(mode="after")
     def prompt_fits(self) -> Dpo:
+        """max_prompt_length below max_length: the replies need room."""
         if self.max_prompt_length >= self.max_length:
             raise ValueError(f"max_prompt_length ({self.max_prompt_length}) must be below max_length "
                              f"({self.max_length}): the replies need room")
@@ -253,56 +341,90 @@ class Dpo(Section):
 
 
 class Generation(Section):
-    temperature: Annotated[Real, Field(gt=0)]
-    top_p: Annotated[Real, Field(gt=0, le=1)]
-    top_k: NonNegative
-    max_new_tokens: Positive
+    temperature: Annotated[Real, Field(gt=0)] = Field(description="Sampling temperature.")
+    top_p: Annotated[Real, Field(gt=0, le=1)] = Field(description="Nucleus sampling: the smallest set of tokens "
+                                                                  "whose probabilities sum to this.")
+    top_k: NonNegative = Field(description="Samples among the k most likely tokens; 0: no top-k cut.")
+    max_new_tokens: Positive = Field(description="Tokens generated at most per reply.")
 
 
 class Merge(Section):
-    dtype: Dtype
-    parity_dtype: Literal[PARITY_DTYPES]
-    parity_conversations: Positive
-    generation: Generation
+    dtype: Dtype = Field(description="The merged model's weights are cast to this after merging in float32 (a "
+                                     "16-bit type for serving; float32 keeps the CPU parity check exact).")
+    parity_dtype: Literal[PARITY_DTYPES] = Field(description="The parity check computes merged and unmerged models "
+                                                             "in this: float64 measures the merge, not float32 "
+                                                             "rounding; float32 for models too large to hold at 8 "
+                                                             "bytes per parameter.")
+    parity_conversations: Positive = Field(description="Eval conversations on which the merged and unmerged logits "
+                                                       "are compared.")
+    generation: Generation = Field(description="Written to the merged model's generation_config.json: the serving "
+                                               "settings (Chai's).")
 
 
 class Quantize(Section):
-    formats: list[Literal[(*BNB_METHODS, "gguf")]]
-    gguf_types: list[Literal[GGUF_TYPES]]
-    dtype: Dtype
-    nf4_compute_dtype: Dtype
-    eval_conversations: Positive
-    max_length: Positive
-    generation_tokens: Positive
+    formats: list[Literal[(*BNB_METHODS, "gguf")]] = Field(
+        description="The formats made from models/merged: int8 (bitsandbytes LLM.int8), nf4 (bitsandbytes 4-bit, "
+                    "double quantization), gguf (one file per gguf_types entry).")
+    gguf_types: list[Literal[GGUF_TYPES]] = Field(description="The GGUF tensor types made with format gguf: one "
+                                                              "models/quantized/gguf/model-<type>.gguf each.")
+    dtype: Dtype = Field(description="Storage of the weights bitsandbytes leaves unquantized (embeddings, norms, "
+                                     "lm_head).")
+    nf4_compute_dtype: Dtype = Field(description="What NF4 layers compute in (bfloat16 on a GPU).")
+    eval_conversations: Positive = Field(description="Eval conversations on which each format's KL divergence, "
+                                                     "top-1 agreement and perplexity are measured against "
+                                                     "models/merged.")
+    max_length: Positive = Field(description="Tokens of each conversation compared.")
+    generation_tokens: Positive = Field(description="Greedy tokens generated for each format's tokens/s timing.")
 
 
 class FieldBudget(Section):
-    prompt: Positive
-    response: Positive
+    prompt: Positive = Field(description="Tokens kept from the end of the prompt field.")
+    response: Positive = Field(description="Tokens kept from the end of each response field.")
 
 
 class Classifier(Section):
-    preference_share: Share
-    max_length: Positive
-    field_budget: FieldBudget | None
-    head: Literal[JUDGE_HEADS]
-    head_dropout: Share
-    ties: Literal[TIES]
-    swap_augment: bool
-    identical_pairs: Share
-    identical_label: Literal[IDENTICAL_LABELS]
-    rejected_ties: bool
-    quantization: Literal[("none", *BNB_METHODS)]
-    launcher: Launcher
-    accelerate_config: str
-    lora: JudgeLora | None
-    seed: int
-    cpu_bf16: CpuBf16
-    eval_batch_size: Positive
-    trainer: Trainer
+    preference_share: Share = Field(description="Share of the preference pairs' source rows (a stable hash) the "
+                                                "judge learns from; the score stage holds them out of DPO. 0: arena "
+                                                "only (the WSDM setting).")
+    max_length: Positive = Field(description="Tokens of the judge's input (prompt and both responses), cut on the "
+                                             "left.")
+    field_budget: FieldBudget | None = Field(description="Tokens kept from the end of each field before max_length "
+                                                         "applies; null: no per-field cut.")
+    head: Literal[JUDGE_HEADS] = Field(description="cls: the WSDM head over the pooled position; replies: each "
+                                                   "reply's own tokens scored by one shared scorer, so a swap swaps "
+                                                   "the scores (ladder/judge.py RepliesHead).")
+    head_dropout: Share = Field(description="Dropout before the judge's head.")
+    ties: Literal[TIES] = Field(description="drop: arena ties are dropped, two labels; class: tie is a third label.")
+    swap_augment: bool = Field(description="Trains on every pair again with a and b swapped and the label flipped.")
+    identical_pairs: Share = Field(description="Share of train rows whose reply is also put against itself, "
+                                               "labelled as identical_label says.")
+    identical_label: Literal[IDENTICAL_LABELS] = Field(description="The label of a reply against itself: each (once "
+                                                                   "a win for each side) or tie.")
+    rejected_ties: bool = Field(description="With ties as a class: two replies rejected in one turn (chai-dpo's "
+                                            "rejected list, a run of swipes) become a tie row.")
+    quantization: Literal[("none", *BNB_METHODS)] = Field(description="Loads the backbone through bitsandbytes "
+                                                                      "(int8 or nf4: QLoRA, needs lora); none: as "
+                                                                      "is.")
+    launcher: Launcher = Field(description="python: one process; accelerate: `accelerate launch --config_file "
+                                           "<accelerate_config>` (ladder/launch.py).")
+    accelerate_config: str = Field(description="The accelerate config file used with launcher accelerate "
+                                               "(configs/accelerate: ddp or cpu).")
+    lora: JudgeLora | None = Field(description="LoRA adapters on the judge's backbone; null: fine-tune the whole "
+                                               "backbone (not with quantization).")
+    seed: int = Field(description="Seeds the judge's model and the trainer (seed and data_seed).")
+    cpu_bf16: CpuBf16 = Field(description="On a CPU: train under bfloat16 autocast where the CPU has AVX512-BF16 or "
+                                          "AMX (auto), always (on) or never (off); a YAML 1.1 true / false reads as "
+                                          "on / off. Ignored on CUDA.")
+    eval_batch_size: Positive = Field(description="Texts per batch when the judge scores (two per pair with swap "
+                                                  "TTA): the classifier stage's eval and inference's judgments.")
+    trainer: Trainer = Field(description="Passed through to transformers.TrainingArguments, over ladder's own "
+                                         "settings (ladder.training.trainer_arguments). Checked before any model "
+                                         "loads by ladder.training.check_trainer: keys and value types against "
+                                         "TrainingArguments, ranges against TRAINER_RANGES.")
 
     @model_validator(mode="after")
     def consistent(self) -> Classifier:
+        """quantization other than none needs lora: a quantized backbone cannot be fine-tuned whole."""
         if self.quantization != "none" and self.lora is None:
             raise ValueError(f"quantization {self.quantization} needs lora: a quantized backbone cannot be "
                              f"fine-tuned whole")
@@ -310,23 +432,33 @@ class Classifier(Section):
 
 
 class Sampling(Generation):
-    stop: list[str]
-    max_input_tokens: Positive
+    stop: list[str] = Field(description="Strings that end a reply: generation stops there and the reply is cut "
+                                        "before it.")
+    max_input_tokens: Positive = Field(description="Tokens of each prompt, truncated on the left (with vLLM the "
+                                                   "model length is this plus max_new_tokens).")
 
 
 class Inference(Section):
-    models: Annotated[list[str], Field(min_length=1)]
-    n_prompts: Positive
-    seed: int
-    controls: list[Literal[CONTROLS]]
-    backend: Literal[BACKENDS]
-    sampling: Sampling
-    best_of: Positive
-    batch_size: Positive
+    models: Annotated[list[str], Field(min_length=1)] = Field(
+        description=f"The chat models that answer the prompts, any of {', '.join(CHAT_MODELS)} (the quantized ones "
+                    f"are the quantize stage's).")
+    n_prompts: Positive = Field(description="Eval conversations, cut before their last assistant turn, chosen by "
+                                            "the seed (thumbs-down conversations left out).")
+    seed: int = Field(description="Seeds the choice of prompts, the sampling and the shuffled control.")
+    controls: list[Literal[CONTROLS]] = Field(description="Scored and judged like models, never generated: "
+                                                          "reference (the conversation's own next reply) and "
+                                                          "shuffled (the reference of another prompt of the same "
+                                                          "source; ladder/controls.py).")
+    backend: Literal[BACKENDS] = Field(description="hf: transformers' generate; vllm: vLLM when it is installed and "
+                                                   "a GPU is present (base, merged and GGUF models), else hf.")
+    sampling: Sampling = Field(description="How every model samples its replies.")
+    best_of: Positive = Field(description="Replies sampled per prompt; the reward model keeps the best.")
+    batch_size: Positive = Field(description="Prompts per generate call, in length order (transformers backend).")
 
     @field_validator("models", "controls")
     @classmethod
     def once_each(cls, value: list) -> list:
+        """Each at most once."""
         if len(set(value)) < len(value):
             raise ValueError(f"each at most once: {value}")
         return value
@@ -334,6 +466,7 @@ class Inference(Section):
     @field_validator("models")
     @classmethod
     def known_models(cls, value: list[str]) -> list[str]:
+        """Each a model inference can generate with (CHAT_MODELS)."""
         unknown = [m for m in value if m not in CHAT_MODELS]
         if unknown:
             raise ValueError(f"unknown {unknown}; known: {', '.join(CHAT_MODELS)}")
@@ -341,43 +474,64 @@ class Inference(Section):
 
 
 class Validity(Section):
-    max_identical_bias: Share
-    max_flip_rate: Share
-    min_control_separation: Share
-    min_judge_reward_agreement: Share
-    max_length_shift: Annotated[Real, Field(ge=0)]
+    max_identical_bias: Share = Field(description="Largest |mean P(first wins) - 0.5| allowed on a reply against "
+                                                  "itself (one order, no TTA).")
+    max_flip_rate: Share = Field(description="Largest share allowed of generated pairs (two different replies) "
+                                             "whose pick flips with the order.")
+    min_control_separation: Share = Field(description="The 95% interval of P(reference beats shuffled) must lie "
+                                                      "above this.")
+    min_judge_reward_agreement: Share = Field(description="Smallest agreement allowed between the judge's and the "
+                                                          "reward model's picks (chance is 0.5).")
+    max_length_shift: Annotated[Real, Field(ge=0)] = Field(description="Most Elo a generated model may move once "
+                                                                       "reply length is controlled.")
 
 
 class Metrics(Section):
-    anchor: str
-    anchor_rating: Real
-    bootstrap: NonNegative
-    seed: int
-    validity: Validity
+    anchor: str = Field(description="The model fixed at anchor_rating (the first generated model if it is not "
+                                    "generated).")
+    anchor_rating: Real = Field(description="The anchor's Elo rating.")
+    bootstrap: NonNegative = Field(description="Resamplings of the prompts for the 95% Elo intervals.")
+    seed: int = Field(description="Seeds the bootstrap and the choice of review examples.")
+    validity: Validity = Field(description="Thresholds of the checks that decide whether the ladder is valid "
+                                           "(ladder/validity.py); every check must pass.")
 
 
 class Tolerance(Section):
-    absolute: Annotated[Real, Field(ge=0)]
-    relative: Annotated[Real, Field(ge=0)]
+    absolute: Annotated[Real, Field(ge=0)] = Field(description="Absolute part of the tolerance, for figures that "
+                                                               "are themselves float error.")
+    relative: Annotated[Real, Field(ge=0)] = Field(description="Relative part of the tolerance, times |value|.")
 
 
 class Review(Section):
-    examples: NonNegative
-    tolerance: Tolerance
+    examples: NonNegative = Field(description="Prompts shown with the replies of the anchor and of the best model.")
+    tolerance: Tolerance = Field(description="A metric whose change is within max(absolute, relative * |value|) is "
+                                             "counted, not listed, in the metrics table (float noise between "
+                                             "CPUs).")
 
 
 class Params(Section):
-    fetch: Fetch
-    clean: Clean
-    reward: Reward
-    sft: Sft
-    dpo: Dpo
-    merge: Merge
-    quantize: Quantize
-    classifier: Classifier
-    inference: Inference
-    metrics: Metrics
-    review: Review
+    fetch: Fetch = Field(description="The data sources and starting models, each fetched by its own DVC stage "
+                                     "(stages/fetch.py).")
+    clean: Clean = Field(description="Every raw source to the unified records: filtered, deduplicated, split into "
+                                     "train and eval, mixed (stages/clean.py, ladder/cleaning.py).")
+    reward: Reward = Field(description="The reward model (stages/reward.py) and the score stage's filters and self "
+                                       "pairs (stages/score.py).")
+    sft: Sft = Field(description="LoRA supervised fine-tuning of the base model on the scored conversations "
+                                 "(stages/sft.py, TRL SFTTrainer).")
+    dpo: Dpo = Field(description="Preference tuning from the SFT model by the method ladder/preference.py names "
+                                 "(stages/dpo.py).")
+    merge: Merge = Field(description="Base + SFT + DPO adapters merged into one model, checked against the "
+                                     "unmerged stack (stages/merge.py).")
+    quantize: Quantize = Field(description="The merged model in smaller formats, each measured against it "
+                                           "(stages/quantize.py).")
+    classifier: Classifier = Field(description="The pairwise judge, WSDM Cup recipe (stages/classifier.py, "
+                                               "ladder/judge.py).")
+    inference: Inference = Field(description="Every chat model answers the same held-out prompts; the judge "
+                                             "compares them, the reward model scores them (stages/inference.py).")
+    metrics: Metrics = Field(description="The Elo ladder from the judge's verdicts and its validity checks "
+                                         "(stages/metrics.py).")
+    review: Review = Field(description="Read by `python -m ladder.review <base>` (the pull-request comment), by no "
+                                       "stage.")
 
 
 class ParamsError(InputError):

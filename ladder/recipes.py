@@ -1,18 +1,25 @@
 """Recipes: named sets of parameter overrides in recipes/<name>.yaml, applied on top of params.yaml.
 
     python -m ladder.recipes smoke            # writes params.yaml with recipes/smoke.yaml merged in
+    python -m ladder.recipes chai wsdm        # chai, then wsdm on top: where both set a key, wsdm's value stays
+    ladder recipe chai wsdm                   # the same
 
 A recipe holds only what differs from the default, so it cannot drift from parameters it does not
 mention. Merging is by key, recursively; comments and order of params.yaml are kept. In the mappings of named
 sources (`fetch.sources`, `fetch.hub_sources`) a source set to null is removed: a recipe that reads a source from
-the hub instead of a local file removes it from one and adds it to the other.
+the hub instead of a local file removes it from one and adds it to the other. Several recipes are merged one
+after the other into one rewrite of params.yaml: a name that does not exist stops them all before anything is
+written.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
+import click
 from ruamel.yaml import YAML
+
+from ladder.errors import InputError
+from ladder.stage import StageCommand
 
 
 SOURCE_MAPPINGS = (("fetch", "sources"), ("fetch", "hub_sources"))  # where null removes an entry
@@ -44,14 +51,36 @@ def assign(data: dict, setting: str) -> dict:
     return data
 
 
+def recipe_file(recipe: str | Path) -> Path:
+    """The file of a recipe given by path or by name (recipes/<name>.yaml); an InputError naming the known recipes
+    when there is neither."""
+    given = Path(recipe)
+    if given.is_file():
+        return given
+    named = Path("recipes") / f"{recipe}.yaml"
+    if named.is_file():
+        return named
+    known = ", ".join(sorted(p.stem for p in Path("recipes").glob("*.yaml"))) or "none in ./recipes"
+    raise InputError(f"no recipe {recipe!r} (neither a file nor recipes/{recipe}.yaml); known: {known}")
+
+
+def compose(recipes: list[str | Path], params: str | Path = "params.yaml") -> None:
+    """Merge `recipes` into `params` in order, each on the result of the ones before it (so the later one wins
+    where two set the same key), in one rewrite. Every recipe is read first: an unknown one leaves params as it was."""
+    from ladder.params import read_yaml  # one line for a recipe that is not YAML or not a mapping
+
+    overrides = [read_yaml(recipe_file(r)) for r in recipes]
+
+    def merge_all(data: dict) -> None:
+        for override in overrides:
+            merge(data, override)
+
+    edit(params, merge_all)
+
+
 def apply(recipe: str | Path, params: str | Path = "params.yaml") -> None:
-    recipe = Path(recipe)
-    if not recipe.is_file():
-        recipe = Path("recipes") / f"{recipe}.yaml"
-    if not recipe.is_file():
-        raise FileNotFoundError(f"no recipe {recipe}")
-    overrides = YAML(typ="safe", pure=True).load(recipe.read_text(encoding="utf-8")) or {}
-    edit(params, lambda data: merge(data, overrides))
+    """Merge one recipe into `params` (compose with a single recipe)."""
+    compose([recipe], params)
 
 
 def edit(params: str | Path, change) -> None:
@@ -65,7 +94,18 @@ def edit(params: str | Path, change) -> None:
         yaml.dump(data, out)
 
 
+@click.command("recipe", cls=StageCommand, help=__doc__, short_help="Merge recipes into params.yaml, in order.")
+@click.argument("recipes", nargs=-1, required=True, metavar="NAME [NAME ...]")
+@click.option("--params", "params_file", default="params.yaml", show_default=True, help="the params file to rewrite")
+def main(recipes: tuple[str, ...], params_file: str) -> None:
+    try:
+        compose(list(recipes), params_file)
+    except InputError as error:
+        raise click.ClickException(str(error)) from None
+    except FileNotFoundError as error:
+        raise click.ClickException(f"missing file: {error.filename or error}") from None
+    click.echo(f"{params_file}: applied {', '.join(recipes)}")
+
+
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python -m ladder.recipes <name or path>")
-    apply(sys.argv[1])
+    main()

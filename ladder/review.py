@@ -2,6 +2,7 @@
 
     python -m ladder.review main            # or origin/main, a commit, a tag
     python -m ladder.review main --all      # every param and metric, unchanged and within tolerance too
+    ladder review main                      # the same, through the ladder command
 
 In this order: the ladder's validity verdict and its checks (metrics/eval.json `validity`); the ladder itself
 (rating, 95% interval, win rate against the anchor, and the rating each model had at the base revision); a few
@@ -11,22 +12,23 @@ of params.yaml `review` (float noise between machines) are counted instead of li
 
 Needs git and dvc, no data and no credentials: params, metrics and examples are committed files. Timing files
 (metrics/timings/) are not DVC metrics, and a base revision that still declared them has them left out here;
-`python -m ladder.timings --diff <base>` compares them. `.github/workflows/review.yml` posts this with CML
-(`cml comment update`) on every pull request. Standard library and ruamel.yaml only (dvc installs it), so the
-workflow needs nothing but `pip install dvc`.
+`ladder timings --diff <base>` compares them. `.github/workflows/review.yml` posts this with CML
+(`cml comment update`) on every pull request. Standard library, ruamel.yaml and click only (dvc installs them), so
+the workflow needs nothing but `pip install dvc`.
 """
 from __future__ import annotations
 
-import argparse
 import html
 import json
 import math
 import subprocess
-import sys
 from pathlib import Path
+
+import click
 
 from ladder import paths
 from ladder.params import read_yaml
+from ladder.stage import StageCommand
 
 EVAL = str(paths.metrics_file("eval"))
 EXAMPLES = str(paths.EXAMPLES)
@@ -214,7 +216,7 @@ def render(base: str, evaluation: dict | None, base_evaluation: dict | None, fou
              ladder(evaluation, base_evaluation, base), examples(found_examples, n_examples),
              ["### Params changed", "", *changes(params_diff, "params", show_all=show_all)],
              ["### Metrics changed", "", *changes(metrics_diff, "metrics", tol, show_all),
-              "", f"Timings are not metrics: `python -m ladder.timings --diff {base}`. "
+              "", f"Timings are not metrics: `ladder timings --diff {base}`. "
                   f"Plots: `dvc plots diff {base}`."]]
     return "\n\n".join("\n".join(part) for part in parts) + "\n"
 
@@ -230,15 +232,14 @@ def review(base: str, show_all: bool = False) -> str:
                   tol, n_examples, show_all)
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("base", help="the revision to compare with (branch, tag or commit)")
-    parser.add_argument("--all", action="store_true", help="list unchanged params and metrics, and changes "
-                                                           "within the tolerance, too")
-    args = parser.parse_args(argv)
-    sys.stdout.write(review(args.base, args.all))
-    return 0
+@click.command("review", cls=StageCommand, help=__doc__,
+               short_help="The pull-request review against a base revision, as markdown.")
+@click.argument("base")
+@click.option("--all", "show_all", is_flag=True,
+              help="list unchanged params and metrics, and changes within the tolerance, too")
+def main(base: str, show_all: bool) -> None:
+    click.echo(review(base, show_all), nl=False)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -67,6 +67,10 @@ def stage(name: str, hardware: Callable[[str, dict], dict] | None = None, sectio
             from ladder.params import load_params
 
             logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+            # On an AVX512-BF16 CPU, importing bitsandbytes tries to fetch a 4-bit kernel from the hub with the
+            # optional `kernels` package and warns when it cannot; it then uses the bf16 kernel of its own library.
+            # The warning is noise before a stage's one-line error, and the project fetches nothing at import.
+            logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
             log = logging.getLogger(f"ladder.{name}")
             try:
                 params = load_params(params_file)

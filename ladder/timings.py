@@ -3,22 +3,24 @@
     python -m ladder.timings                  # one table per stage
     python -m ladder.timings --diff main      # beside the figures committed at a revision (git show)
     python -m ladder.timings --json           # one JSON object {stage: {figure: value}}
+    ladder timings --diff main                # the same, through the ladder command
 
 Why a command of its own: these figures change on every run (and with the machine and whatever else runs
 beside it), so the stages declare the files as plain outputs with `cache: false`, not as DVC metrics. Declared
 as metrics they became rows of `dvc metrics diff` that always changed and about 100 columns of
 `dvc exp show --only-changed`, burying the figures that do say what a change did. git still keeps the files,
-so they are read here, and a revision's copy with `git show`. Standard library only: it needs no install.
+so they are read here, and a revision's copy with `git show`. Standard library and click only (dvc installs it).
 """
 from __future__ import annotations
 
-import argparse
 import json
 import subprocess
-import sys
 from pathlib import Path
 
+import click
+
 from ladder import paths
+from ladder.stage import StageCommand
 
 TIMINGS = str(paths.TIMINGS)
 
@@ -96,21 +98,24 @@ def render(current: dict[str, dict], base: dict[str, dict] | None = None, rev: s
     return "\n".join(lines) if lines else "No timing files.\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--diff", metavar="REV", help="show each figure beside its value at this git revision")
-    parser.add_argument("--json", action="store_true", help="print one JSON object {stage: figures}")
-    parser.add_argument("--dir", default=TIMINGS, help=f"the timing files' folder (default {TIMINGS})")
-    args = parser.parse_args(argv)
-    current = read_tree(Path(args.dir))
-    base = read_revision(args.diff, args.dir.rstrip("/")) if args.diff else None
-    if args.json:
-        out = current if base is None else {"rev": args.diff, "old": base, "new": current}
-        sys.stdout.write(json.dumps(out, indent=2) + "\n")
-    else:
-        sys.stdout.write(render(current, base, args.diff or ""))
-    return 0
+def report(folder: str = TIMINGS, rev: str | None = None, as_json: bool = False) -> str:
+    """The timing files under `folder` as tables (or JSON), beside their committed values at `rev` when given."""
+    current = read_tree(Path(folder))
+    base = read_revision(rev, folder.rstrip("/")) if rev else None
+    if as_json:
+        out = current if base is None else {"rev": rev, "old": base, "new": current}
+        return json.dumps(out, indent=2) + "\n"
+    return render(current, base, rev or "")
+
+
+@click.command("timings", cls=StageCommand, help=__doc__,
+               short_help="Print the timing files per stage, or beside a revision's.")
+@click.option("--diff", "rev", metavar="REV", help="show each figure beside its value at this git revision")
+@click.option("--json", "as_json", is_flag=True, help="print one JSON object {stage: figures}")
+@click.option("--dir", "folder", default=TIMINGS, show_default=True, help="the timing files' folder")
+def main(rev: str | None, as_json: bool, folder: str) -> None:
+    click.echo(report(folder, rev, as_json), nl=False)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -1,9 +1,9 @@
 """metrics: rank every chat model and control on an Elo ladder from the judge's verdicts, say whether the ladder
-can be trusted, and gather the headline numbers of every stage into metrics/eval.json, the file a reviewer reads in
-`dvc metrics diff`.
+can be trusted, and gather the headline numbers of every stage into metrics/headlines.json, the figures
+`dvc metrics diff` and `dvc exp show` compare.
 
 Reads   data/generations/{prompts,responses,judgments,identical}.parquet,
-        metrics/{reward,sft,dpo,merge,quantize,judge}.json (dpo's figures as its method declares them in
+        metrics/{clean,score,reward,sft,dpo,merge,quantize,judge}.json (dpo's figures as its method declares them in
         ladder/preference.py), params `metrics` (anchor, anchor_rating, bootstrap, seed,
         validity thresholds).
 Writes  metrics/eval.json: first `validity` (the verdict, its reasons and every check of ladder/validity.py with its
@@ -12,7 +12,8 @@ Writes  metrics/eval.json: first `validity` (the verdict, its reasons and every 
         earlier stages' headline figures. plots/eval/elo.json (the ladder with intervals),
         plots/eval/win_rates.json (P(row model beats column model), averaged over prompts),
         reports/examples.json (three prompts chosen by the seed, with the replies of the anchor, of the best
-        generated model and the reference, for the review).
+        generated model and the reference, for the review), metrics/headlines.json (the verdict, each check's
+        value, every rating, the clean and score counts and the stages' headline figures: ladder/headlines.py).
 
 The Elo fit uses the judge's probabilities as soft outcomes: P(a beats b) = 1 / (1 + 10^((Rb - Ra) / 400)),
 ratings fitted by maximum likelihood (Newton's method), the anchor model fixed at `anchor_rating`. A tie counts
@@ -26,6 +27,7 @@ Usage:
 """
 from __future__ import annotations
 
+import json
 import logging
 
 from ladder import paths
@@ -33,7 +35,7 @@ from ladder.elo import bootstrap_elo, fit_elo, fit_elo_controlled, length_featur
 from ladder.examples import best_generated, review_examples
 from ladder.errors import InputError
 from ladder.io import rounded
-from ladder.headlines import headlines
+from ladder.headlines import headlines, summary
 from ladder.validity import (check_agreement, check_control_separation, check_flip_rate, check_identical_pairs,
                              check_length, judgment_rows, length_correlation, verdict)
 from ladder.stage import stage
@@ -114,6 +116,8 @@ def main(all_params: dict) -> None:
     report = {"validity": validity, "anchor": anchor, "prompts": responses["prompt_id"].n_unique(),
               "judgments": len(rows), "models": per_model, "stages": headlines(paths.METRICS)}
     write_json(report, paths.metrics_file("eval"))
+    write_json(summary(report, *(json.loads(paths.metrics_file(s).read_text()) for s in ("clean", "score"))),
+               paths.metrics_file("headlines"))
     write_json([{"model": m, "elo": v["elo"], "low": v["elo_95"][0], "high": v["elo_95"][1], "control": v["control"]}
                 for m, v in per_model.items()], paths.PLOTS / "eval" / "elo.json")
     write_json([{"model": x, "opponent": y, "win_rate": rounded(w)} for (x, y), w in sorted(wins.items())],

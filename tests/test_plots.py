@@ -76,3 +76,13 @@ def test_dvc_draws_exactly_the_declared_plots_filled_and_titled(shown):
         title = spec["title"]["text"] if isinstance(spec["title"], dict) else spec["title"]
         assert title == declared[plot_id]["title"]
         assert len(spec["data"]["values"]) > 1, f"{plot_id} draws a single point"
+
+
+def test_the_plots_page_declares_utf8(tmp_path):
+    # vega writes negative ticks with U+2212: a page without a charset shows them as "â^'" in a browser
+    subprocess.run([sys.executable, "-m", "dvc", "plots", "show", "-o", str(tmp_path)], cwd=ROOT, check=True,
+                   capture_output=True)
+    page = (tmp_path / "index.html").read_bytes()
+    head = page[:1024].lower()  # browsers look for the charset in the first 1024 bytes only
+    assert b'<meta charset="utf-8">' in head
+    assert b"<title>ladder: dvc plots</title>" in page

@@ -104,7 +104,7 @@ def test_metric_changes_within_the_tolerance_are_counted_not_listed():
     assert "models.sft.elo" not in metrics_part and "judge_reward_agreement" not in metrics_part
     assert "kl_mean" not in metrics_part
     assert "3 metrics changed by less than the tolerance (absolute 1e-05, relative 0.001" in text
-    assert "timings/sft.json" not in text and "python -m ladder.timings --diff main" in text
+    assert "timings/sft.json" not in text and "ladder timings --diff main" in text
     assert "| params.yaml | sft.trainer.learning_rate | 0.0001 | 3e-05 |  |" in text
     assert "models.sft.elo" in rendered(metrics_diff=metrics, show_all=True)
     quiet = {"metrics/eval.json": {"models.sft.elo": {"old": 1003.8, "new": 1004.3, "diff": 0.5}}}
@@ -191,20 +191,25 @@ def test_review_of_a_real_revision_through_git_and_dvc(tmp_path, monkeypatch):
 
 
 # ---------------------------------------------------------------------------------------- the timing files
+def run_timings(*args: str) -> None:
+    """`python -m ladder.timings ARGS` in this process: its output reaches capsys, its SystemExit the test."""
+    timings.main.main(list(args), prog_name="timings", standalone_mode=False)
+
+
 def test_timings_print_a_table_per_stage(tmp_path, capsys):
     folder = tmp_path / "timings"
     folder.mkdir()
     (folder / "clean.json").write_text(json.dumps({"seconds": 0.49, "parse": {"chai": {"rows": 700}}}))
     (folder / "sft.json").write_text(json.dumps({"train_seconds": 377.41, "train_tokens_per_second": 32.1}))
-    assert timings.main(["--dir", str(folder)]) == 0
+    run_timings("--dir", str(folder))
     out = capsys.readouterr().out
     assert out.splitlines()[:4] == ["clean", "  figure           value", "  seconds          0.49",
                                     "  parse.chai.rows  700"]
     assert "sft\n  figure                   value\n  train_seconds            377.41\n" in out
-    timings.main(["--dir", str(folder), "--json"])
+    run_timings("--dir", str(folder), "--json")
     assert json.loads(capsys.readouterr().out)["clean"]["parse"]["chai"]["rows"] == 700
     with pytest.raises(SystemExit, match="no folder"):
-        timings.main(["--dir", str(tmp_path / "nowhere")])
+        run_timings("--dir", str(tmp_path / "nowhere"))
 
 
 def test_timings_beside_a_revision(tmp_path, monkeypatch, capsys):
@@ -222,14 +227,14 @@ def test_timings_beside_a_revision(tmp_path, monkeypatch, capsys):
     commit({"merge": {"seconds": 80.0, "backend": "hf"}})
     commit({"merge": {"seconds": 100.0, "backend": "hf"}, "score": {"texts_per_second": 23.3}})
     monkeypatch.chdir(tmp_path)
-    timings.main(["--diff", "HEAD~1"])
+    run_timings("--diff", "HEAD~1")
     out = capsys.readouterr().out
     assert "merge\n  figure   HEAD~1  now  change\n  seconds  80      100  x1.25\n  backend  hf      hf\n" in out
     assert "score\n  figure            HEAD~1  now   change\n  texts_per_second  -       23.3\n" in out
-    timings.main(["--diff", "HEAD~1", "--json"])
+    run_timings("--diff", "HEAD~1", "--json")
     assert json.loads(capsys.readouterr().out)["old"] == {"merge": {"seconds": 80.0, "backend": "hf"}}
     with pytest.raises(SystemExit, match="no revision 'nope'"):
-        timings.main(["--diff", "nope"])
+        run_timings("--diff", "nope")
 
 
 # --------------------------------------------------------------------------- the project's own configuration

@@ -301,8 +301,13 @@ METRICS_FILES = {"reward": {"eval": {"accuracy": 0.6, "roc_auc": 0.6}},
                  "sft": {"eval_loss_base": 2.0, "eval_loss": 1.9},
                  "dpo": {"method": "dpo", "reward_accuracy": 0.6, "reward_margin": 0.1},
                  "merge": {"max_abs_logit_difference": 0.0},
-                 "judge": {"accuracy_tta": 0.5, "majority_baseline": 0.5, "position_flip_rate": 0.5},
-                 "quantize": {"formats": {}}}
+                 "judge": {"accuracy_tta": 0.5, "log_loss_tta": 1.0, "majority_baseline": 0.5,
+                           "position_flip_rate": 0.5},
+                 "quantize": {"formats": {"int8": {"kl_mean": 0.03, "top1_agreement": 0.9, "size_ratio_16bit": 0.6}}},
+                 "clean": {"records": {"conversations": {"train": 20, "eval": 10}}, "rejected_rows": 2,
+                           "removed_by": {"conversations": {"clean.dedup": 1}}, "warnings": ["a source emptied"]},
+                 "score": {"sft": {"train": {"kept": 18}}, "dpo": {"train": {"kept": 0}},
+                           "dpo_train_chosen_above_rejected": None}}
 SOURCES = ("chai", "anime", "gpt_realm")
 
 
@@ -442,3 +447,18 @@ def test_a_broken_judge_makes_the_ladder_invalid_through_the_stages(tmp_path, mo
     examples = json.loads((tmp_path / "reports/examples.json").read_text())
     assert examples["best_model"] == "merged" and len(examples["examples"]) == 3
     assert all(set(e["replies"]) == {"base", "merged", "reference"} for e in examples["examples"])
+    # the DVC metrics file: the verdict and the headline figures, under keys that are names, never free text
+    headline = json.loads((tmp_path / "metrics/headlines.json").read_text())
+    assert headline["valid"] is False
+    assert headline["checks"] == {name: check["value"] for name, check in validity["checks"].items()}
+    assert headline["elo"] == {m: f["elo"] for m, f in report["models"].items()}
+    assert headline["clean"] == {"conversations": 30, "rejected_rows": 2}
+    assert headline["judge"]["log_loss_tta"] == 1.0 and headline["quantize"]["int8"]["kl_mean"] == 0.03
+
+    def leaves(node, path=()):
+        if isinstance(node, dict):
+            return [leaf for key, value in node.items() for leaf in leaves(value, (*path, key))]
+        return [path]
+    keys = leaves(headline)
+    assert all(part.replace("_", "").replace("-", "").isalnum() for key in keys for part in key), keys
+    assert len(keys) == 1 + len(CHECKS) + 4 * 2 + 2 + 3 + 2 + 2 + 2 + 1 + 4 + 3
