@@ -34,8 +34,8 @@ training: forward 2N, backward through the activations 2N, no weight gradients f
 forward adds 2N more, shown as the 6N column), N the base model's parameters, against the GPU's dense bf16 peak
 (--peak-tflops, H100 SXM spec 989) and against a bf16 matmul measured here (8192^3); the judge's pairs/s in the
 classifier stage (eval pairs, swap TTA) and in inference; then every figure of the timing files beside the CPU
-run's. The CPU run's MFU is against the development CPU's measured matmul speed (README: 317 GFLOP/s bf16, 102
-float32; SFT ran under bf16 autocast, DPO in float32).
+run's. The CPU run's MFU is against the development CPU's measured matmul speed (317 GFLOP/s bf16, 102 GFLOP/s
+float32 as measured by benchmarks/throughput.py there; SFT ran under bf16 autocast, DPO in float32).
 """
 from __future__ import annotations
 
@@ -57,7 +57,7 @@ sys.path.insert(0, str(REPO))
 PARTS = ("ladder", "stages", "configs", "recipes", "data/samples", "params.yaml", "dvc.yaml", "pyproject.toml")
 MODES = ("smoke", "shapes", "default")
 REUSED = ("data/raw", "data/clean", "metrics/clean.json", "metrics/timings/clean.json")
-# The committed CPU run: a 2-core AMD EPYC with AVX512-BF16 (README, "bfloat16 on a CPU"), plain matmul speed.
+# The committed CPU run: a 2-core AMD EPYC with AVX512-BF16 (docs/benchmarks.md), plain matmul speed.
 CPU_PEAK = {"sft": 317e9, "dpo": 102e9}
 CPU_PEAK_NOTE = {"sft": "bf16 autocast, 317 GFLOP/s measured", "dpo": "float32, 102 GFLOP/s measured"}
 

@@ -43,8 +43,8 @@ def judge_rows(pairs: pl.DataFrame, share: float, rejected_ties: bool = False) -
     dropped: a pair with nothing to choose between teaches the judge nothing. With `rejected_ties`, two
     different replies the user rejected in one turn (chai-dpo's rejected list, a run of swipes) also make a row,
     labelled a tie: neither was kept. A turn is a source row and a prompt length: a chai conversation's swipes
-    of different turns share the row, never the prompt. Without them a judge only ever sees a good reply against a bad one, and on
-    two replies of one kind it had learnt nothing to go by but their positions (README, the judge)."""
+    of different turns share the row, never the prompt. Without them a judge only ever sees a good reply against a
+    bad one, and on two replies of one kind it had learnt nothing to go by but their positions."""
     from ladder.reward_model import role_lines
 
     require_columns(pairs, PREFERENCE_COLUMNS)

@@ -154,7 +154,7 @@ def _modules() -> dict[str, type]:
         backbone can carry a preference for a position (an encoder's position embeddings; a decoder's causal
         attention too). The `cls` head learns where to look for each reply: trained on good-against-bad pairs only,
         it weighed the same feature differently at the two positions and, on two replies of one kind, picked by
-        position (README, the judge)."""
+        position."""
 
         def __init__(self, hidden: int, labels: int, dropout: float):
             super().__init__()

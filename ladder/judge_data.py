@@ -59,7 +59,7 @@ def training_pairs(rows: list[dict], labels: list[str], swap: bool, identical: f
     judge learns that two equal replies are even: swapping alone never shows it such a pair, and it then
     favoured one position on them. `identical_label`: `each` labels the pair once as a win for each side,
     `tie` once as a tie; a two-label judge has no tie, so there it is always `each`. (In trials, ties kept the
-    judge even on equal replies but it flipped more near-equal pairs with the order: README, the judge.)"""
+    judge even on equal replies but it flipped more near-equal pairs with the order.)"""
     from ladder.records import unit_interval
 
     if identical_label not in IDENTICAL_LABELS:
