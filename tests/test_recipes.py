@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from ladder.params import load_params, read_yaml
-from ladder.recipes import apply, merge
+from ladder.recipes import apply, merge, round_trip
 from ladder.training import cpu_autocast, cpu_bf16_flags, trainer_arguments, with_cpu_autocast
 
 REPO = Path(__file__).resolve().parents[1]
@@ -128,7 +128,8 @@ def test_wsdm_recipe_builds_the_judge_settings(params_with):
     params = params_with("wsdm")
     judge = params["classifier"]
     args = TrainingArguments(**trainer_arguments(judge["trainer"], "/tmp/unused", judge["seed"], CPU))
-    assert (args.num_train_epochs, args.per_device_train_batch_size, args.gradient_accumulation_steps) == (1, 8, 2)
+    # the team's 16 pairs an update, as 2 x 8: 8 pairs of 2200 tokens do not fit one GPU without checkpointing
+    assert (args.num_train_epochs, args.per_device_train_batch_size, args.gradient_accumulation_steps) == (1, 2, 8)
     assert (args.learning_rate, args.optim, args.lr_scheduler_type, args.seed) == (2e-4, "adamw_8bit", "linear", 0xFACED)
     assert args.warmup_steps == pytest.approx(0.025)
     lora = LoraConfig(r=judge["lora"]["r"], lora_alpha=judge["lora"]["alpha"], lora_dropout=judge["lora"]["dropout"],
@@ -241,3 +242,61 @@ def test_pin_refuses_an_answer_that_is_not_a_commit():
 
     with pytest.raises(ValueError, match="not a commit hash"):
         pin({"hub_sources": {"x": {"format": "chai_dpo", "hub": "a/b", "revision": "main"}}}, lambda *_: "main")
+
+
+def line_of(text: str, start: str) -> tuple[int, str]:
+    """(index, line) of the first line of `text` that starts with `start` once unindented."""
+    lines = text.splitlines()
+    return next((i, line) for i, line in enumerate(lines) if line.strip().startswith(start))
+
+
+def test_a_recipe_replaces_or_drops_the_comments_of_the_keys_it_changes(tmp_path):
+    """On the real params.yaml and recipe: a comment that described the default's value leaves with it."""
+    params = tmp_path / "params.yaml"
+    shutil.copyfile(REPO / "params.yaml", params)
+    before = params.read_text()
+    assert "num_train_epochs: 2         # the planted signal needs the second epoch" in before
+    apply(REPO / "recipes" / "chai.yaml", params)
+    after = params.read_text()
+    lines = after.splitlines()
+    # changed, and the recipe has no comment for it: the default's comment is gone, not left beside 3 epochs
+    assert "the planted signal needs the second epoch" not in after
+    assert line_of(after, "num_train_epochs: 3")[1].strip() == "num_train_epochs: 3"
+    # changed: the lines above sft's first key (the default's own description) go with it
+    assert "The default here is sized for a 2-core CPU" not in after
+    # not changed (absent from the recipe, or set to the value it had): comments stay
+    assert "  min_turns: 3                  # messages, not counting the system message" in lines
+    assert "  objective: regression         # or classification (cross-entropy over two classes)" in lines
+    # the recipe's comments arrive beside (and above) their keys
+    assert "  chat_template: mistral-nemo   # Tekken format, keeps the system message " \
+           "(ladder/templates/mistral-nemo.jinja)" in lines
+    dpo_at = lines.index("dpo:")
+    checkpointing = next(i for i in range(dpo_at, len(lines)) if lines[i].strip() == "activation_checkpointing: true")
+    assert lines[checkpointing - 2].strip().startswith("# 2 pairs = 4 sequences of 1024 tokens")
+    assert "# the second commit: uploads ChaiML_20230908" in lines[line_of(after, "chai: {format: chai_feedback")[0] - 1]
+    assert "# The JUDGE is not part of this recipe" not in after  # the recipe's header is no key's comment
+    assert load_params(params)["reward"]["trainer"]["num_train_epochs"] == 3
+
+
+def test_comments_that_belong_to_the_next_key_stay_with_it(tmp_path):
+    """ruamel keeps the lines above a key on the token of the key before it: a key added after that one, a value
+    that becomes a block mapping, or a removed source must not carry them off."""
+    params = tmp_path / "params.yaml"
+    shutil.copyfile(REPO / "params.yaml", params)
+    apply(REPO / "recipes" / "smoke.yaml", params)  # adds reward.trainer.max_steps after its last key
+    lines = params.read_text().splitlines()
+    filter_at = line_of(params.read_text(), "filter: {keep_top: 0.9}")[0]
+    assert lines[filter_at - 1] == "  # Scoring and filtering (stage `score`); train rows only, eval rows are all kept."
+    assert lines[filter_at - 2].strip() == "max_steps: 4"
+    assert lines[line_of(params.read_text(), "save_strategy:")[0]].strip() == 'save_strategy: "no"'
+    base = tmp_path / "small.yaml"
+    base.write_text("fetch:\n  # above x\n  x: 1  # x is one\n  y: null  # y: none yet\n  # above z\n  z: 3\n"
+                    "  sources:\n    one: {p: 1}\n    # above two\n    two: {p: 2}  # two's\n    # above three\n"
+                    "    three: {p: 3}\n")
+    data = round_trip().load(base.read_text())
+    merge(data, round_trip().load("fetch:\n  x: 2  # two now\n  y:\n    k: 1  # a mapping now\n"
+                                  "  sources: {two: null}\n"))
+    with open(base, "w", encoding="utf-8") as out:
+        round_trip().dump(data, out)
+    assert base.read_text() == ("fetch:\n  x: 2  # two now\n  y:\n    k: 1  # a mapping now\n  # above z\n  z: 3\n"
+                                "  sources:\n    one: {p: 1}\n    # above three\n    three: {p: 3}\n")
