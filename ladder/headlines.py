@@ -2,9 +2,11 @@
 
 metrics/eval.json's `stages` block: the figures of earlier stages a reviewer wants beside the ladder, read from
 their metrics files (the preference method's own figures under its name, as ladder/preference.py declares).
-metrics/headlines.json (`summary`), the one file dvc.yaml declares as DVC metrics: the verdict, each check's value,
-the ratings, the clean and score counts and that `stages` block, a few dozen numbers under fixed keys, so that
-`dvc metrics show` and `dvc exp show` fit a terminal. The detail stays in each stage's own file under metrics/."""
+metrics/headlines.json (`summary`), with the clean stage's metrics/records.json the metrics dvc.yaml declares:
+the verdict, each check's value, the ratings, the score counts and that `stages` block, a few dozen numbers under
+fixed keys, so that `dvc metrics show` and `dvc exp show` fit a terminal. The clean stage declares its own counts
+because it is often run alone, with no later stage to carry them. The detail stays in each stage's own file under
+metrics/."""
 from __future__ import annotations
 
 import json
@@ -46,9 +48,9 @@ def headlines(folder: Path) -> dict:
     return out
 
 
-def summary(evaluation: dict, clean: dict, score: dict) -> dict:
-    """metrics/headlines.json from metrics/{eval,clean,score}.json: keys are names of checks, models, tables and
-    formats, never free text (a rejection reason or a warning stays in its stage's file)."""
+def summary(evaluation: dict, score: dict) -> dict:
+    """metrics/headlines.json from metrics/{eval,score}.json: keys are names of checks, models, stages and formats,
+    never free text (a reason or a warning stays in its stage's file)."""
     validity = evaluation["validity"]
     models = evaluation["models"]
     return {
@@ -56,8 +58,6 @@ def summary(evaluation: dict, clean: dict, score: dict) -> dict:
         "checks": {name: check["value"] for name, check in validity["checks"].items()},
         "elo": {model: figures["elo"] for model, figures in models.items()},
         "elo_length_controlled": {model: figures["elo_length_controlled"] for model, figures in models.items()},
-        "clean": {**{table: sum(splits.values()) for table, splits in clean["records"].items()},
-                  "rejected_rows": clean["rejected_rows"]},
         "score": {"sft_train_kept": score["sft"]["train"]["kept"], "dpo_train_kept": score["dpo"]["train"]["kept"],
                   "dpo_train_chosen_above_rejected": score["dpo_train_chosen_above_rejected"]},
         **evaluation["stages"],

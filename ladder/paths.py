@@ -29,7 +29,7 @@ QUANTIZED = Path("models/quantized")
 JUDGE = Path("models/judge")
 FETCHED_MODELS = {"base": BASE, "judge": JUDGE_BASE, "reward": REWARD_BASE}  # `fetch --model <name>`
 
-METRICS = Path("metrics")                                # <stage>.json: figures; headlines.json: DVC metrics
+METRICS = Path("metrics")                                # <stage>.json: figures; DVC metrics: headlines, records
 TIMINGS = METRICS / "timings"                            # <stage>.json: wall time and throughput, not metrics
 PLOTS = Path("plots")                                    # score/, judge/, eval/: data behind `dvc plots show`
 EXAMPLES = Path("reports/examples.json")

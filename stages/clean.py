@@ -3,8 +3,10 @@
 Reads   data/raw/<source>.parquet for each source in params `fetch.sources` and `fetch.hub_sources` (their
         `format`), params `clean`.
 Writes  data/clean/{conversations,preferences,feedback,arena,rejects}.parquet (each table's metadata says how
-        many records each param's filter removed, for the stages after it), metrics/clean.json (with `removed_by`
-        per table, and a warning for each source a filter emptied), metrics/timings/clean.json.
+        many records each param's filter removed, for the stages after it), metrics/records.json (each table's
+        train and eval records and the rejected source rows: the figures DVC compares), metrics/clean.json (per
+        source its rows and reasons for rejects, `removed_by` per table, a warning for each source a filter
+        emptied), metrics/timings/clean.json.
 
 Order: parse (ladder.formats) -> filters -> exact dedup across sources (first source in params wins)
 -> eval split by a stable hash of the source row, widened so no eval prompt is also in train -> per-source
@@ -48,6 +50,7 @@ def main(params: dict, raw_dir: str, out_dir: str) -> None:
         write_parquet(df, Path(out_dir) / f"{name}.parquet", metadata=removed_by_metadata(removed))
         log.info("%s: %d records", name, df.height)
     write_json(metrics, paths.metrics_file("clean"))
+    write_json({**metrics["records"], "rejected_rows": metrics["rejected_rows"]}, paths.metrics_file("records"))
     write_json({"seconds": round(time.perf_counter() - start, 3), "parse": timings}, paths.timings_file("clean"))
 
 

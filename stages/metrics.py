@@ -3,7 +3,7 @@ can be trusted, and gather the headline numbers of every stage into metrics/head
 `dvc metrics diff` and `dvc exp show` compare.
 
 Reads   data/generations/{prompts,responses,judgments,identical}.parquet,
-        metrics/{clean,score,reward,sft,dpo,merge,quantize,judge}.json (dpo's figures as its method declares them in
+        metrics/{score,reward,sft,dpo,merge,quantize,judge}.json (dpo's figures as its method declares them in
         ladder/preference.py), params `metrics` (anchor, anchor_rating, bootstrap, seed,
         validity thresholds).
 Writes  metrics/eval.json: first `validity` (the verdict, its reasons and every check of ladder/validity.py with its
@@ -13,7 +13,7 @@ Writes  metrics/eval.json: first `validity` (the verdict, its reasons and every 
         plots/eval/win_rates.json (P(row model beats column model), averaged over prompts),
         reports/examples.json (three prompts chosen by the seed, with the replies of the anchor, of the best
         generated model and the reference, for the review), metrics/headlines.json (the verdict, each check's
-        value, every rating, the clean and score counts and the stages' headline figures: ladder/headlines.py).
+        value, every rating, the score counts and the stages' headline figures: ladder/headlines.py).
 
 The Elo fit uses the judge's probabilities as soft outcomes: P(a beats b) = 1 / (1 + 10^((Rb - Ra) / 400)),
 ratings fitted by maximum likelihood (Newton's method), the anchor model fixed at `anchor_rating`. A tie counts
@@ -116,8 +116,7 @@ def main(all_params: dict) -> None:
     report = {"validity": validity, "anchor": anchor, "prompts": responses["prompt_id"].n_unique(),
               "judgments": len(rows), "models": per_model, "stages": headlines(paths.METRICS)}
     write_json(report, paths.metrics_file("eval"))
-    write_json(summary(report, *(json.loads(paths.metrics_file(s).read_text()) for s in ("clean", "score"))),
-               paths.metrics_file("headlines"))
+    write_json(summary(report, json.loads(paths.metrics_file("score").read_text())), paths.metrics_file("headlines"))
     write_json([{"model": m, "elo": v["elo"], "low": v["elo_95"][0], "high": v["elo_95"][1], "control": v["control"]}
                 for m, v in per_model.items()], paths.PLOTS / "eval" / "elo.json")
     write_json([{"model": x, "opponent": y, "win_rate": rounded(w)} for (x, y), w in sorted(wins.items())],

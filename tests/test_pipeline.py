@@ -71,7 +71,12 @@ def test_repro_runs_everything_then_nothing(project):
     metrics = json.loads((project / "metrics/clean.json").read_text())
     for name, m in metrics["sources"].items():
         assert m["used"] + m["rejected"] == m["rows"] > 0, name
-    for stage in ("clean", "reward", "score", "sft", "dpo", "merge", "quantize", "judge", "eval"):
+    records = json.loads((project / "metrics/records.json").read_text())  # what DVC compares of the clean stage
+    for table in ("conversations", "preferences", "feedback", "arena"):
+        assert sum(records[table].values()) == pl.read_parquet(project / f"data/clean/{table}.parquet").height
+    assert records["rejected_rows"] == metrics["rejected_rows"] > 0
+    for stage in ("clean", "records", "reward", "score", "sft", "dpo", "merge", "quantize", "judge", "eval",
+                  "headlines"):
         numbers = re.findall(r'": (-?[0-9.eE+-]+|NaN|Infinity)[,\n]', (project / f"metrics/{stage}.json").read_text())
         assert numbers and all(math.isfinite(float(x)) for x in numbers), stage
     assert (project / "models/merged/model.safetensors").is_file() and (project / "models/merged/README.md").is_file()
@@ -185,7 +190,7 @@ def test_queued_experiments_run_two_at_a_time_each_rerunning_what_its_setting_re
     runs = {rev["name"]: rev["data"] for baseline in json.loads(shown.stdout)
             for exp in baseline.get("experiments") or [] for rev in exp["revs"] if rev.get("name") in settings}
     assert set(runs) == set(settings), list(runs)
-    # metrics/headlines.json is the one file DVC compares: each run carries its own
+    # metrics/headlines.json holds what DVC compares of the later stages: each run carries its own
     evals = {name: runs[name]["metrics"]["metrics/headlines.json"]["data"] for name in settings}
     judge = {name: evals[name]["judge"] for name in settings}
     assert runs["lr"]["params"]["params.yaml"]["data"]["classifier"]["trainer"]["learning_rate"] == 4e-3
@@ -194,7 +199,7 @@ def test_queued_experiments_run_two_at_a_time_each_rerunning_what_its_setting_re
     assert set(evals["kto"]["kto"]) == {"reward_margin", "kl"} and "dpo" not in evals["kto"]
     assert all(math.isfinite(v) for v in evals["kto"]["kto"].values())
     assert "dpo" in evals["lr"] and "kto" not in evals["lr"]
-    assert set(runs["kto"]["metrics"]) == {"metrics/headlines.json"}
+    assert set(runs["kto"]["metrics"]) == {"metrics/headlines.json", "metrics/records.json"}
 
 
 def test_another_judge_backbone_reruns_only_the_judge_side(project):
