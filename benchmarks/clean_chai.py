@@ -5,7 +5,7 @@ Run by hand, not by the tests:
 
 Each measurement is repeated 3 times (best and median reported; this machine's timings vary by up to 2x
 from run to run) and runs in its own process, so its peak memory (max RSS, generated data included) is its own:
-  polars-parse   the project's chai_feedback parser (ladder/chai_feedback.py)
+  polars-parse   the project's chai_feedback parser (ladder/data/chai_feedback.py)
   polars-clean   the whole clean stage on that source: parse, filters, dedup, split, mix, rejects, metrics
   per-row-parse  a straightforward per-row Python parser of the same rules, for comparison
 Before timing, the two parsers are checked to give the same conversations and pairs on 3,000 rows.
@@ -55,7 +55,7 @@ def generate(n: int, seed: int = 0) -> pl.DataFrame:
 def per_row_parse(df: pl.DataFrame, source: str = "chai") -> dict[str, pl.DataFrame]:
     """The obvious implementation of the same rules: a Python loop over rows and messages, then the
     same output tables (ids included) as the project's parser."""
-    from ladder.records import SCHEMAS, stable_id
+    from ladder.data.records import SCHEMAS, stable_id
 
     conversations, pairs, feedback = [], [], []
     for row in df.iter_rows(named=True):
@@ -97,7 +97,7 @@ def per_row_parse(df: pl.DataFrame, source: str = "chai") -> dict[str, pl.DataFr
 
 
 def check_same(df: pl.DataFrame) -> None:
-    from ladder.formats import parse_source
+    from ladder.data.formats import parse_source
 
     parsed = parse_source(df, "chai", "chai_feedback", PARAMS)
     for name, table in per_row_parse(df).items():
@@ -105,8 +105,8 @@ def check_same(df: pl.DataFrame) -> None:
 
 
 def measure(kind: str, n: int) -> dict:
-    from ladder.formats import parse_source
-    from ladder.cleaning import clean
+    from ladder.data.formats import parse_source
+    from ladder.data.cleaning import clean
 
     df = generate(n)
     messages = int(df["conversation"].list.len().sum())

@@ -5,7 +5,7 @@ Needs llama-cpp-python (not a project dependency; it builds llama.cpp from sourc
 Run by hand after `dvc repro quantize` (or on any saved Llama-family model folder):
     python benchmarks/gguf_llamacpp.py [--model models/merged] [--types f32,f16] [--prompts 0] [--texts 305]
 
-For each GGUF type it exports `--model` with ladder.gguf_export into a temporary folder and reports:
+For each GGUF type it exports `--model` with ladder.export.gguf_export into a temporary folder and reports:
   greedy     on the eval prompts (data/clean/conversations.parquet, eval split, each cut before its last
              assistant turn and rendered with the model's saved chat template, as the inference stage does),
              llama.cpp's greedy tokens (it tokenizes the rendered text itself) against transformers' greedy
@@ -127,7 +127,7 @@ def hf_greedy(model, prompt_ids: list[int], max_new: int, eos: int) -> list[int]
 
 
 def compare_greedy(llm, model, tokenizer, prompts: list[list[dict]], max_new: int) -> dict:
-    from ladder.generation import render_prompt
+    from ladder.evaluation.generation import render_prompt
 
     eos = tokenizer.eos_token_id
     same_prompt_ids = identical = compared = 0
@@ -168,8 +168,8 @@ def main(model_dir: str, conversations: str, types: str, n_prompts: int, max_new
     import torch
     from transformers import AutoTokenizer
 
-    from ladder.gguf_export import export_gguf
-    from ladder.quantization import load_quantized
+    from ladder.export.gguf_export import export_gguf
+    from ladder.export.quantization import load_quantized
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(model_dir)

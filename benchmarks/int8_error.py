@@ -31,9 +31,9 @@ def main(conversations: int, thresholds: str) -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer, BitsAndBytesConfig
 
     from ladder import paths
-    from ladder.chat import render
-    from ladder.quantization import compute_in
-    from ladder.fidelity import fidelity
+    from ladder.training.chat import render
+    from ladder.export.quantization import compute_in
+    from ladder.export.fidelity import fidelity
     from ladder.io import require_outputs
 
     require_outputs("quantize", paths.MERGED, paths.SCORED_SFT)

@@ -3,7 +3,7 @@
 Run by hand after `dvc repro classifier` (it reads models/judge and the arena eval split):
     python benchmarks/judge_throughput.py [--repeats 3]
 
-Scores the eval pairs through the judge API (ladder.judge.load_judge(...).score), best and median of
+Scores the eval pairs through the judge API (ladder.judge.classifier.load_judge(...).score), best and median of
 `repeats` runs, for:
   eval pairs, TTA          both orders per pair, as the stage and inference score them
   eval pairs, one order    the (a, b) order only
@@ -29,9 +29,9 @@ def main(repeats: int, batch_size: int) -> None:
     import torch
 
     from ladder import paths
-    from ladder.judge import load_judge
+    from ladder.judge.classifier import load_judge
     from ladder.io import require_outputs
-    from ladder.judge_data import load_arena
+    from ladder.judge.rows import load_arena
 
     require_outputs("classifier", paths.JUDGE, paths.ARENA)
 

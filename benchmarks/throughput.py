@@ -53,8 +53,8 @@ def stage_precisions(names: list[str], cpu_bf16: str | None, settings: tuple[str
     """What each training stage among `names` computes in on this CPU, with the params its runs get."""
     from ruamel.yaml import YAML
 
-    from ladder.peaks import precisions
-    from ladder.recipes import assign
+    from ladder.tools.peaks import precisions
+    from ladder.tools.recipes import assign
 
     params = YAML(typ="safe", pure=True).load((ROOT / "params.yaml").read_text())
     for stage in WORK:
@@ -94,7 +94,7 @@ def run_stage(stage: str, full: bool, cpu_bf16: str | None = None, settings: tup
     """One run of the stage in a fresh scratch folder; its timing file (None when it ran over `timeout` seconds)."""
     from ruamel.yaml import YAML
 
-    from ladder.recipes import assign, merge
+    from ladder.tools.recipes import assign, merge
 
     yaml = YAML(typ="safe", pure=True)
     params = yaml.load((ROOT / "params.yaml").read_text())
@@ -135,8 +135,8 @@ def spread(values: list[float]) -> str:
 def main(repeats: int, names: str, full: bool, cpu_bf16: str | None, settings: tuple[str, ...], timeout: float) -> None:
     import torch
 
-    from ladder.peaks import matmul_peak
-    from ladder.training import cpu_bf16_flags
+    from ladder.tools.peaks import matmul_peak
+    from ladder.training.trainer import cpu_bf16_flags
 
     stages = names.split(",")
     precisions = stage_precisions(stages, cpu_bf16, settings)

@@ -288,6 +288,6 @@ def write_json(obj: Any, target: str | Path) -> None:
 
 def write_parquet(df, target: str | Path, metadata: dict[str, str] | None = None) -> None:
     """Polars frame to parquet with fixed settings, so equal frames give equal bytes; `metadata`: the file's
-    key-value metadata (ladder.records.REMOVED_BY)."""
+    key-value metadata (ladder.data.records.REMOVED_BY)."""
     with atomic_path(target) as tmp:
         df.write_parquet(tmp, compression="zstd", compression_level=3, statistics=True, metadata=metadata)

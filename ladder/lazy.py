@@ -1,6 +1,6 @@
 """Classes a module defines on first use, so that importing it stays light (PEP 562 module __getattr__).
 
-ladder.judge's torch modules and ladder.training's transformers callbacks subclass what torch and transformers
+ladder.judge.classifier's torch modules and ladder.training.trainer's transformers callbacks subclass what torch and transformers
 define; defining them at import would load those libraries with the module and make every stage's --help wait.
 """
 from __future__ import annotations

@@ -6,7 +6,7 @@ loaders (PyYAML) read as a string. Each section has a schema here (pydantic: abo
 every default: a schema declares types, choices and ranges, never a default value, so a key missing from
 params.yaml is an error rather than a second default hidden in code. `trainer` sections pass through to
 the trainer's own config class, whose fields the stage checks them against before any model loads
-(ladder.training.check_trainer).
+(ladder.training.trainer.check_trainer).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from ladder.errors import InputError
 # The choices params allow, declared here once; the modules that act on them import them from here (this file is
 # already every stage's dependency: defining them elsewhere would make every stage depend on that module too).
 LAUNCHERS = ("python", "accelerate")
-# the parsers of ladder/formats.py (FORMATS), by name: named here so that checking params does not load them
+# the parsers of ladder/data/formats.py (FORMATS), by name: named here so that checking params does not load them
 SOURCE_FORMATS = ("chai_feedback", "chai_prize_flat", "chatml_conversation", "messages", "role_prefixed_text",
                   "zephyr_text", "chai_dpo", "arena_wsdm", "arena_lmsys")
 CPU_BF16_CHOICES = ("auto", "on", "off")
@@ -31,7 +31,7 @@ OBJECTIVES = ("regression", "classification")          # the reward model's loss
 # loss, after the models load (tests/test_params.py reads the list from TRL's own source)
 DPO_LOSS_TYPES = ("sigmoid", "hinge", "ipo", "exo_pair", "nca_pair", "robust", "bco_pair", "sppo_hard", "aot",
                   "aot_unpaired", "apo_zero", "apo_down", "discopop", "sft", "sigmoid_norm")
-PREFERENCE_METHODS = ("dpo", "simpo", "orpo", "kto")  # each an entry of ladder/preference.py's table
+PREFERENCE_METHODS = ("dpo", "simpo", "orpo", "kto")  # each an entry of ladder/training/preference.py's table
 KTO_LOSS_TYPES = ("kto", "apo_zero_unpaired")       # what TRL's KTOTrainer computes
 DTYPES = ("float16", "bfloat16", "float32")
 PARITY_DTYPES = ("float64", "float32")                 # merge's check: float64 measures the merge, not rounding
@@ -41,7 +41,7 @@ JUDGE_HEADS = ("cls", "replies")
 IDENTICAL_LABELS = ("each", "tie")
 TIES = ("drop", "class")                               # arena ties: dropped, or a third label for the judge
 BACKENDS = ("hf", "vllm")                              # inference's generation backend
-CONTROLS = ("reference", "shuffled")                   # ladder.controls
+CONTROLS = ("reference", "shuffled")                   # ladder.evaluation.controls
 # what inference can generate with: the pipeline's own models and every quantized copy quantize can make
 CHAT_MODELS = ("base", "sft", "merged", *BNB_METHODS, *(f"gguf-{t}" for t in GGUF_TYPES))
 
@@ -88,7 +88,7 @@ class Section(BaseModel):
 
 class LocalSource(Section):
     """A source file on this machine: its own DVC stage depends on that file alone."""
-    format: Literal[SOURCE_FORMATS] = Field(description="The parser of ladder/formats.py that reads the file into "
+    format: Literal[SOURCE_FORMATS] = Field(description="The parser of ladder/data/formats.py that reads the file into "
                                                         "the unified records.")
     path: Annotated[str, Field(min_length=1)] = Field(description="The file (.jsonl, .json, .parquet or .csv), "
                                                                   "relative to the repository root.")
@@ -97,7 +97,7 @@ class LocalSource(Section):
 class HubSource(Section):
     """A hub dataset, pinned to a commit (`revision`; null until `ladder pin` writes one, and the fetch
     stage refuses it meanwhile), its files picked by `split` and, optionally, `files` globs."""
-    format: Literal[SOURCE_FORMATS] = Field(description="The parser of ladder/formats.py that reads the dataset's "
+    format: Literal[SOURCE_FORMATS] = Field(description="The parser of ladder/data/formats.py that reads the dataset's "
                                                         "files into the unified records.")
     hub: Annotated[str, Field(min_length=1)] = Field(description="The hub dataset id, e.g. chargoddard/chai-dpo.")
     revision: str | None = Field(description="The commit the dataset is fetched at; null until `ladder pin` "
@@ -244,8 +244,8 @@ class Reward(Section):
     accelerate_config: str = Field(description="The accelerate config file used with launcher accelerate "
                                                "(configs/accelerate: ddp or cpu for this stage).")
     trainer: Trainer = Field(description="Passed through to transformers.TrainingArguments, over ladder's own "
-                                         "settings (ladder.training.trainer_arguments). Checked before any model "
-                                         "loads by ladder.training.check_trainer: keys and value types against "
+                                         "settings (ladder.training.trainer.trainer_arguments). Checked before any model "
+                                         "loads by ladder.training.trainer.check_trainer: keys and value types against "
                                          "TrainingArguments, ranges against TRAINER_RANGES.")
     filter: ScoreFilter = Field(description="How the score stage filters train conversations for SFT (eval "
                                             "conversations are all kept): one of keep_top or min_score.")
@@ -277,17 +277,17 @@ class Sft(Section):
     seed: int = Field(description="Seeds the trainer (seed and data_seed).")
     lora: Lora = Field(description="The LoRA adapter SFT trains on the base model.")
     trainer: Trainer = Field(description="Passed through to trl.SFTConfig (a transformers TrainingArguments), over "
-                                         "ladder's own settings (ladder.training.trainer_arguments). Checked before "
-                                         "any model loads by ladder.training.check_trainer: keys and value types "
+                                         "ladder's own settings (ladder.training.trainer.trainer_arguments). Checked before "
+                                         "any model loads by ladder.training.trainer.check_trainer: keys and value types "
                                          "against SFTConfig, ranges against TRAINER_RANGES.")
 
     @field_validator("chat_template")
     @classmethod
     def known_template(cls, value: str) -> str:
-        """base (the model's own) or the name of a template in ladder/templates (<name>.jinja)."""
-        names = sorted(p.stem for p in (Path(__file__).parent / "templates").glob("*.jinja"))
+        """base (the model's own) or the name of a template in ladder/training/templates (<name>.jinja)."""
+        names = sorted(p.stem for p in (Path(__file__).parent / "training" / "templates").glob("*.jinja"))
         if value != "base" and value not in names:
-            raise ValueError(f"base (the model's own) or one of ladder/templates: {', '.join(names)}")
+            raise ValueError(f"base (the model's own) or one of ladder/training/templates: {', '.join(names)}")
         return value
 
 
@@ -301,7 +301,7 @@ class Kto(Section):
 
 
 class Dpo(Section):
-    method: Literal[PREFERENCE_METHODS] = Field(description="The preference method of ladder/preference.py's table: "
+    method: Literal[PREFERENCE_METHODS] = Field(description="The preference method of ladder/training/preference.py's table: "
                                                             "dpo (TRL's DPOTrainer), simpo (CPOTrainer with the "
                                                             "simpo loss), orpo (ORPOTrainer), kto (KTOTrainer).")
     loss_type: Literal[DPO_LOSS_TYPES] = Field(description="TRL's DPO loss, used with method dpo only.")
@@ -327,8 +327,8 @@ class Dpo(Section):
                                    "same weights are the reference model.")
     trainer: Trainer = Field(description="Passed through to the TRL config of the method (DPOConfig, CPOConfig, "
                                          "ORPOConfig or KTOConfig), over ladder's own settings "
-                                         "(ladder.training.trainer_arguments). Checked before any model loads by "
-                                         "ladder.training.check_trainer: keys and value types against that config, "
+                                         "(ladder.training.trainer.trainer_arguments). Checked before any model loads by "
+                                         "ladder.training.trainer.check_trainer: keys and value types against that config, "
                                          "ranges against TRAINER_RANGES.")
 
     @model_validator(mode="after")
@@ -392,7 +392,7 @@ class Classifier(Section):
                                                          "applies; null: no per-field cut.")
     head: Literal[JUDGE_HEADS] = Field(description="cls: the WSDM head over the pooled position; replies: each "
                                                    "reply's own tokens scored by one shared scorer, so a swap swaps "
-                                                   "the scores (ladder/judge.py RepliesHead).")
+                                                   "the scores (ladder/judge/classifier.py RepliesHead).")
     head_dropout: Share = Field(description="Dropout before the judge's head.")
     ties: Literal[TIES] = Field(description="drop: arena ties are dropped, two labels; class: tie is a third label.")
     swap_augment: bool = Field(description="Trains on every pair again with a and b swapped and the label flipped.")
@@ -418,8 +418,8 @@ class Classifier(Section):
     eval_batch_size: Positive = Field(description="Texts per batch when the judge scores (two per pair with swap "
                                                   "TTA): the classifier stage's eval and inference's judgments.")
     trainer: Trainer = Field(description="Passed through to transformers.TrainingArguments, over ladder's own "
-                                         "settings (ladder.training.trainer_arguments). Checked before any model "
-                                         "loads by ladder.training.check_trainer: keys and value types against "
+                                         "settings (ladder.training.trainer.trainer_arguments). Checked before any model "
+                                         "loads by ladder.training.trainer.check_trainer: keys and value types against "
                                          "TrainingArguments, ranges against TRAINER_RANGES.")
 
     @model_validator(mode="after")
@@ -448,7 +448,7 @@ class Inference(Section):
     controls: list[Literal[CONTROLS]] = Field(description="Scored and judged like models, never generated: "
                                                           "reference (the conversation's own next reply) and "
                                                           "shuffled (the reference of another prompt of the same "
-                                                          "source; ladder/controls.py).")
+                                                          "source; ladder/evaluation/controls.py).")
     backend: Literal[BACKENDS] = Field(description="hf: transformers' generate; vllm: vLLM when it is installed and "
                                                    "a GPU is present (base, merged and GGUF models), else hf.")
     sampling: Sampling = Field(description="How every model samples its replies.")
@@ -493,7 +493,7 @@ class Metrics(Section):
     bootstrap: NonNegative = Field(description="Resamplings of the prompts for the 95% Elo intervals.")
     seed: int = Field(description="Seeds the bootstrap and the choice of review examples.")
     validity: Validity = Field(description="Thresholds of the checks that decide whether the ladder is valid "
-                                           "(ladder/validity.py); every check must pass.")
+                                           "(ladder/evaluation/validity.py); every check must pass.")
 
 
 class Tolerance(Section):
@@ -513,24 +513,24 @@ class Params(Section):
     fetch: Fetch = Field(description="The data sources and starting models, each fetched by its own DVC stage "
                                      "(stages/fetch.py).")
     clean: Clean = Field(description="Every raw source to the unified records: filtered, deduplicated, split into "
-                                     "train and eval, mixed (stages/clean.py, ladder/cleaning.py).")
+                                     "train and eval, mixed (stages/clean.py, ladder/data/cleaning.py).")
     reward: Reward = Field(description="The reward model (stages/reward.py) and the score stage's filters and self "
                                        "pairs (stages/score.py).")
     sft: Sft = Field(description="LoRA supervised fine-tuning of the base model on the scored conversations "
                                  "(stages/sft.py, TRL SFTTrainer).")
-    dpo: Dpo = Field(description="Preference tuning from the SFT model by the method ladder/preference.py names "
+    dpo: Dpo = Field(description="Preference tuning from the SFT model by the method ladder/training/preference.py names "
                                  "(stages/dpo.py).")
     merge: Merge = Field(description="Base + SFT + DPO adapters merged into one model, checked against the "
                                      "unmerged stack (stages/merge.py).")
     quantize: Quantize = Field(description="The merged model in smaller formats, each measured against it "
                                            "(stages/quantize.py).")
     classifier: Classifier = Field(description="The pairwise judge, WSDM Cup recipe (stages/classifier.py, "
-                                               "ladder/judge.py).")
+                                               "ladder/judge/classifier.py).")
     inference: Inference = Field(description="Every chat model answers the same held-out prompts; the judge "
                                              "compares them, the reward model scores them (stages/inference.py).")
     metrics: Metrics = Field(description="The Elo ladder from the judge's verdicts and its validity checks "
                                          "(stages/metrics.py).")
-    review: Review = Field(description="Read by `python -m ladder.review <base>` (the pull-request comment), by no "
+    review: Review = Field(description="Read by `python -m ladder.tools.review <base>` (the pull-request comment), by no "
                                        "stage.")
 
 

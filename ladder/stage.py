@@ -1,13 +1,13 @@
 """The one entry every stage's command goes through.
 
-    @stage("sft", hardware=stage_hardware)        # ladder.training.stage_hardware
+    @stage("sft", hardware=stage_hardware)        # ladder.training.trainer.stage_hardware
     def main(params: dict, hw: dict) -> None: ...
 
 gives the stage a `--params FILE` option and, before its body runs: logging, params.yaml read and checked
 against its schemas (ladder.params), with `trainer` the section's `trainer` params checked against the trainer's
-config class (ladder.training.trainer_check), the temporaries of killed runs swept (ladder.io.sweep_stale), and with
+config class (ladder.training.trainer.trainer_check), the temporaries of killed runs swept (ladder.io.sweep_stale), and with
 `hardware` the device choice logged with the process's rank and the section's cpu_bf16 choice
-(ladder.training.stage_hardware). The body runs inside ladder.io.stage_outputs: its outputs replace the previous
+(ladder.training.trainer.stage_hardware). The body runs inside ladder.io.stage_outputs: its outputs replace the previous
 ones together when it ends, or not at all. An InputError (a missing file or column, a bad param, an unreadable
 input, a full disk or a read-only folder) or a missing file ends the stage with one line and exit status 1; any
 other error is a bug and keeps its traceback. `--help` prints the stage module's docstring as written.
@@ -52,7 +52,7 @@ def stage(name: str, hardware: Callable[[str, dict], dict] | None = None, sectio
           trainer: Callable[[dict, str, str], None] | None = None,
           inputs: Callable[[dict], None] | None = None) -> Callable:
     """Make `fn(params, [hw,] **options)` stage `name`'s Click command (see the module docstring). `hardware`:
-    ladder.training.stage_hardware for a stage that loads models, and `trainer`: ladder.training.trainer_check(...)
+    ladder.training.trainer.stage_hardware for a stage that loads models, and `trainer`: ladder.training.trainer.trainer_check(...)
     for one that trains (passed in, not imported here, so that stages without models do not depend on the
     training module); `section`: the params section whose cpu_bf16 and trainer apply (default: `name`); `inputs`:
     the check of the stage's input tables (columns, rows) that `--check` runs (the body runs it, or its parts, itself).

@@ -6,12 +6,12 @@ Reads   data/clean/arena.parquet, data/clean/preferences.parquet (when preferenc
         ties, swap_augment, identical_pairs, identical_label, rejected_ties, quantization, lora, seed, cpu_bf16,
         eval_batch_size, launcher, accelerate_config, trainer: passed through to
         transformers.TrainingArguments).
-Writes  models/judge (adapter + head + tokenizer + judge.json; ladder.judge.load_judge reads it),
+Writes  models/judge (adapter + head + tokenizer + judge.json; ladder.judge.classifier.load_judge reads it),
         metrics/judge.json, plots/judge/{calibration,confusion}.json, dvclive/classifier/ (curves),
         metrics/timings/classifier.json (train time, pairs/s).
 
 The judge learns from the arena table and from `preference_share` of the role-play preference pairs
-(ladder/holdout.py: chosen and rejected in an order fixed by a hash, laid out as inference lays out the
+(ladder/data/holdout.py: chosen and rejected in an order fixed by a hash, laid out as inference lays out the
 generated replies); the score stage holds the same pairs out of DPO's training. 0 is the WSDM setting (arena
 only). metrics/judge.json gives the eval figures overall and per table (`by_source`: arena, preferences).
 
@@ -20,7 +20,7 @@ only). metrics/judge.json gives the eval figures overall and per table (`by_sour
 a share of train replies against themselves, labelled once as a win for each side (`identical_label: each`)
 or as a tie (`tie`), so equal replies come out even; `rejected_ties` makes a tie of two replies rejected in one
 turn. `head: cls` reads the pooled position (the recipe's); `head: replies` scores each reply's own tokens with
-one shared scorer (ladder/judge.py, RepliesHead).
+one shared scorer (ladder/judge/classifier.py, RepliesHead).
 `quantization: int8 | nf4` loads the backbone through bitsandbytes (QLoRA), with the quantize stage's settings.
 
 Usage:
@@ -33,12 +33,12 @@ import time
 
 from ladder import paths
 from ladder.errors import InputError
-from ladder.judge import SETTINGS, train
-from ladder.judge_data import load_rows, training_pairs
-from ladder.metrics import evaluate_judge
-from ladder.records import require_counts
+from ladder.judge.classifier import SETTINGS, train
+from ladder.judge.rows import load_rows, training_pairs
+from ladder.evaluation.metrics import evaluate_judge
+from ladder.data.records import require_counts
 from ladder.stage import stage
-from ladder.training import stage_hardware, trainer_check
+from ladder.training.trainer import stage_hardware, trainer_check
 
 log = logging.getLogger("ladder.classifier")
 
@@ -63,9 +63,9 @@ def main(all_params: dict, hw: dict) -> None:
     from transformers import AutoTokenizer
 
     from ladder.io import atomic_path, rounded, write_json
-    from ladder.judge import LABELS, build_judge, is_decoder, load_judge, prepare_tokenizer, save_judge
-    from ladder.models import read_identity
-    from ladder.training import is_main_process, split_timings
+    from ladder.judge.classifier import LABELS, build_judge, is_decoder, load_judge, prepare_tokenizer, save_judge
+    from ladder.data.models import read_identity
+    from ladder.training.trainer import is_main_process, split_timings
 
     params = all_params["classifier"]
     data, ties_dropped = judge_rows(params)

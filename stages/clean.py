@@ -8,7 +8,7 @@ Writes  data/clean/{conversations,preferences,feedback,arena,rejects}.parquet (e
         source its rows and reasons for rejects, `removed_by` per table, a warning for each source a filter
         emptied), metrics/timings/clean.json.
 
-Order: parse (ladder.formats) -> filters -> exact dedup across sources (first source in params wins)
+Order: parse (ladder.data.formats) -> filters -> exact dedup across sources (first source in params wins)
 -> eval split by a stable hash of the source row, widened so no eval prompt is also in train -> per-source
 mix of the train rows. A source row that ends in no table is a reject, with the reason it was dropped.
 
@@ -24,7 +24,7 @@ from pathlib import Path
 import click
 
 from ladder import paths
-from ladder.cleaning import clean, with_values
+from ladder.data.cleaning import clean, with_values
 from ladder.stage import stage
 
 log = logging.getLogger("ladder.clean")
@@ -36,8 +36,8 @@ log = logging.getLogger("ladder.clean")
 def main(params: dict, raw_dir: str, out_dir: str) -> None:
     from ladder.io import write_json, write_parquet
     from ladder.params import all_sources
-    from ladder.records import removed_by_metadata
-    from ladder.sources import read_raw
+    from ladder.data.records import removed_by_metadata
+    from ladder.data.sources import read_raw
 
     start = time.perf_counter()
     raw = {name: (spec["format"], read_raw(Path(raw_dir) / f"{name}.parquet"))

@@ -1,4 +1,4 @@
-"""dpo: preference tuning from the SFT model, by the method `dpo.method` names in ladder/preference.py's table: TRL's
+"""dpo: preference tuning from the SFT model, by the method `dpo.method` names in ladder/training/preference.py's table: TRL's
 DPOTrainer (any DPO loss type), SimPO and ORPO through TRL's CPO / ORPO trainers, KTO through KTOTrainer.
 
 Reads   data/scored/dpo.parquet, models/base, models/sft, params `dpo` (method, loss_type, beta, max_prompt_length,
@@ -27,7 +27,7 @@ from pathlib import Path
 
 from ladder import paths
 from ladder.stage import stage
-from ladder.training import stage_hardware, trainer_check
+from ladder.training.trainer import stage_hardware, trainer_check
 
 log = logging.getLogger("ladder.dpo")
 
@@ -35,7 +35,7 @@ log = logging.getLogger("ladder.dpo")
 def read_pairs(path: str | Path):
     """The scored pairs, checked for their columns and for a train and an eval pair at least."""
     from ladder.io import read_parquet
-    from ladder.records import require_columns, require_rows
+    from ladder.data.records import require_columns, require_rows
 
     df = read_parquet(path)
     require_columns(df, ("prompt", "chosen", "rejected", "split"), path)
@@ -48,7 +48,7 @@ def load_pairs(path: str | Path, tokenizer, max_prompt_length: int) -> dict:
     import polars as pl
     from datasets import Dataset
 
-    from ladder.chat import fit_prompt
+    from ladder.training.chat import fit_prompt
 
     df = read_pairs(path).sort("id")
     out = {}
@@ -63,7 +63,7 @@ def load_pairs(path: str | Path, tokenizer, max_prompt_length: int) -> dict:
 
 def preference_config(params: dict):
     """The TRL config class of the method `dpo.method` names: what `dpo.trainer` passes through to."""
-    from ladder.preference import config_class
+    from ladder.training.preference import config_class
 
     return config_class(params["method"])
 
@@ -74,9 +74,9 @@ def main(all_params: dict, hw: dict) -> None:
     from transformers import AutoTokenizer
 
     from ladder.io import atomic_path, write_json
-    from ladder.merging import sft_merged
-    from ladder.preference import eval_figures, logged_params, trainer_for
-    from ladder.training import (LiveCallback, causal_lm_settings, count_tokens,
+    from ladder.training.merging import sft_merged
+    from ladder.training.preference import eval_figures, logged_params, trainer_for
+    from ladder.training.trainer import (LiveCallback, causal_lm_settings, count_tokens,
                                  gathered_state_dict, is_main_process, lora_config, save_adapter, split_timings,
                                  token_timings)
 

@@ -30,7 +30,7 @@ MODEL_TARGETS = paths.FETCHED_MODELS
 
 
 def fetch_source(spec: dict, name: str, out_dir: str | Path = paths.RAW) -> Path:
-    from ladder.sources import read_source, write_raw
+    from ladder.data.sources import read_source, write_raw
 
     frame, json_columns = read_source(spec, name)
     target = Path(out_dir) / f"{name}.parquet"
@@ -44,8 +44,8 @@ def fetch_source(spec: dict, name: str, out_dir: str | Path = paths.RAW) -> Path
 
 
 def fetch_model(params: dict, which: str) -> Path:
-    from ladder.models import materialize
-    from ladder.sources import hf_token
+    from ladder.data.models import materialize
+    from ladder.data.sources import hf_token
 
     spec, revision = params[f"{which}_model"], params[f"{which}_revision"]
     if not spec:

@@ -15,7 +15,7 @@ Writes  data/generations/prompts.parquet (prompt_id, source, messages, reference
 
 Prompts are eval conversations cut before their last assistant turn (thumbs-down conversations left out: their
 last reply is no reference), `n_prompts` of them chosen with the seed, each rendered with the model's own saved
-chat template. The controls of `inference.controls` (ladder/controls.py: `reference`, the conversation's own
+chat template. The controls of `inference.controls` (ladder/evaluation/controls.py: `reference`, the conversation's own
 next reply, and `shuffled`, another prompt's reference of the same source) cost no generation: they are scored and
 judged like models, with samples = [reply] and control = true. `best_of` samples per prompt; the reward
 model keeps the best. `backend: vllm` generates with vLLM when it is installed and a GPU is present
@@ -34,7 +34,7 @@ import time
 from ladder import paths
 from ladder.errors import InputError
 from ladder.stage import stage
-from ladder.training import stage_hardware
+from ladder.training.trainer import stage_hardware
 
 log = logging.getLogger("ladder.inference")
 # the p_tie columns are null for a two-label judge; metrics needs each order's tie share for the position figures
@@ -45,15 +45,15 @@ JUDGMENT_COLUMNS = ("p_a", "p_b", "p_tie", "p_a_ab", "p_a_ba", "p_tie_ab", "p_ti
 def main(all_params: dict, hw: dict) -> None:
     import polars as pl
 
-    from ladder.chat_models import choose_backend, load_chat_model, vllm_replies
-    from ladder.controls import control_replies, eval_prompts, held_out_prompts, identical_rows, pairwise
-    from ladder.elo import soft_outcome
-    from ladder.generation import sample_replies
+    from ladder.evaluation.chat_models import choose_backend, load_chat_model, vllm_replies
+    from ladder.evaluation.controls import control_replies, eval_prompts, held_out_prompts, identical_rows, pairwise
+    from ladder.evaluation.elo import soft_outcome
+    from ladder.evaluation.generation import sample_replies
     from ladder.io import write_json, write_parquet
-    from ladder.records import require_counts
-    from ladder.judge import load_judge
-    from ladder.models import read_identity
-    from ladder.reward_model import Scorer, best_replies
+    from ladder.data.records import require_counts
+    from ladder.judge.classifier import load_judge
+    from ladder.data.models import read_identity
+    from ladder.training.reward_model import Scorer, best_replies
 
     logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
     params = all_params["inference"]

@@ -24,8 +24,8 @@ import logging
 import time
 
 from ladder import paths
-from ladder.merging import max_logit_difference, merged_from, stacked
-from ladder.model_card import model_card
+from ladder.training.merging import max_logit_difference, merged_from, stacked
+from ladder.training.model_card import model_card
 from ladder.stage import stage
 
 log = logging.getLogger("ladder.merge")
@@ -37,7 +37,7 @@ def main(params: dict) -> None:
     from transformers import AutoTokenizer, GenerationConfig
 
     from ladder.io import atomic_path, read_parquet, write_json
-    from ladder.records import require_rows
+    from ladder.data.records import require_rows
 
     merge = params["merge"]
     start = time.perf_counter()

@@ -4,16 +4,16 @@ can be trusted, and gather the headline numbers of every stage into metrics/head
 
 Reads   data/generations/{prompts,responses,judgments,identical}.parquet,
         metrics/{score,reward,sft,dpo,merge,quantize,judge}.json (dpo's figures as its method declares them in
-        ladder/preference.py), params `metrics` (anchor, anchor_rating, bootstrap, seed,
+        ladder/training/preference.py), params `metrics` (anchor, anchor_rating, bootstrap, seed,
         validity thresholds).
-Writes  metrics/eval.json: first `validity` (the verdict, its reasons and every check of ladder/validity.py with its
+Writes  metrics/eval.json: first `validity` (the verdict, its reasons and every check of ladder/evaluation/validity.py with its
         threshold), then per model and control: Bradley-Terry Elo with a bootstrap 95% interval over prompts, the
         length-controlled Elo beside it, win rate against the anchor, mean reward score, mean reply length; the
         earlier stages' headline figures. plots/eval/elo.json (the ladder with intervals),
         plots/eval/win_rates.json (P(row model beats column model), averaged over prompts),
         reports/examples.json (three prompts chosen by the seed, with the replies of the anchor, of the best
         generated model and the reference, for the review), metrics/headlines.json (the verdict, each check's
-        value, every rating, the score counts and the stages' headline figures: ladder/headlines.py).
+        value, every rating, the score counts and the stages' headline figures: ladder/evaluation/headlines.py).
 
 The Elo fit uses the judge's probabilities as soft outcomes: P(a beats b) = 1 / (1 + 10^((Rb - Ra) / 400)),
 ratings fitted by maximum likelihood (Newton's method), the anchor model fixed at `anchor_rating`. A tie counts
@@ -31,21 +31,21 @@ import json
 import logging
 
 from ladder import paths
-from ladder.elo import bootstrap_elo, fit_elo, fit_elo_controlled, length_feature, win_matrix
-from ladder.examples import best_generated, review_examples
+from ladder.evaluation.elo import bootstrap_elo, fit_elo, fit_elo_controlled, length_feature, win_matrix
+from ladder.evaluation.examples import best_generated, review_examples
 from ladder.errors import InputError
 from ladder.io import rounded
-from ladder.headlines import headlines, summary
-from ladder.validity import (check_agreement, check_control_separation, check_flip_rate, check_identical_pairs,
+from ladder.evaluation.headlines import headlines, summary
+from ladder.evaluation.validity import (check_agreement, check_control_separation, check_flip_rate, check_identical_pairs,
                              check_length, judgment_rows, length_correlation, verdict)
 from ladder.stage import stage
 
-log = logging.getLogger("ladder.metrics")
+log = logging.getLogger("ladder.evaluation.metrics")
 
 
 def validity_report(judged, identical, replies: dict, rewards: dict, lengths: dict, ratings: dict,
                     controlled: tuple[dict, float], generated: list[str], anchor: str, params: dict) -> dict:
-    """Every check of ladder/validity.py on this run's judgments, and the verdict (the flip rate on pairs of
+    """Every check of ladder/evaluation/validity.py on this run's judgments, and the verdict (the flip rate on pairs of
     different replies only)."""
     import polars as pl
 

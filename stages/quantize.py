@@ -11,7 +11,7 @@ Writes  models/quantized/{int8,nf4}/ (bitsandbytes; `from_pretrained` loads them
 
 Weights bitsandbytes leaves unquantized (embeddings, norms, lm_head) are stored in `quantize.dtype` (16-bit),
 so the size ratio is reported twice: for the whole file, and for the quantized layers alone.
-Any format is loaded back by name with ladder.quantization.load_quantized (int8, nf4, gguf-<type>).
+Any format is loaded back by name with ladder.export.quantization.load_quantized (int8, nf4, gguf-<type>).
 A model with a layer bitsandbytes' CPU kernels cannot take (nf4: in_features not a multiple of 64 or
 out_features not a multiple of 32) is refused before anything is written, naming the layer.
 
@@ -26,10 +26,10 @@ from pathlib import Path
 
 from ladder import paths
 from ladder.errors import InputError
-from ladder.fidelity import fidelity, generation_speed, sizes
-from ladder.quantization import quantize_bnb
+from ladder.export.fidelity import fidelity, generation_speed, sizes
+from ladder.export.quantization import quantize_bnb
 from ladder.stage import stage
-from ladder.training import stage_hardware
+from ladder.training.trainer import stage_hardware
 
 log = logging.getLogger("ladder.quantize")
 MERGED, OUT = Path(paths.MERGED), Path(paths.QUANTIZED)
@@ -37,8 +37,8 @@ MERGED, OUT = Path(paths.MERGED), Path(paths.QUANTIZED)
 
 def check_shapes(merged: Path, formats: list[str]) -> None:
     """Stop, naming the first offending layer, when a bitsandbytes format cannot take the merged model's layer
-    shapes on every CPU (ladder.quantization.bnb_shape_problems says why), before any work is done."""
-    from ladder.quantization import BNB_METHODS, bnb_shape_problems, model_skeleton
+    shapes on every CPU (ladder.export.quantization.bnb_shape_problems says why), before any work is done."""
+    from ladder.export.quantization import BNB_METHODS, bnb_shape_problems, model_skeleton
 
     methods = [fmt for fmt in formats if fmt in BNB_METHODS]
     if not methods:
@@ -57,12 +57,12 @@ def main(params: dict, hw: dict) -> None:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ladder.chat import render
-    from ladder.gguf_export import export_gguf
+    from ladder.training.chat import render
+    from ladder.export.gguf_export import export_gguf
     from ladder.io import atomic_path, read_parquet, write_json
-    from ladder.records import require_rows
-    from ladder.quantization import format_names, load_quantized, weight_files
-    from ladder.training import compute_dtype, device_name
+    from ladder.data.records import require_rows
+    from ladder.export.quantization import format_names, load_quantized, weight_files
+    from ladder.training.trainer import compute_dtype, device_name
 
     # bitsandbytes logs "inputs will be cast to float16" on every int8 matmul call; that is how LLM.int8 works
     logging.getLogger("bitsandbytes.autograd._functions").setLevel(logging.ERROR)
@@ -71,7 +71,7 @@ def main(params: dict, hw: dict) -> None:
     if "gguf" in q["formats"]:  # a tokenizer llama.cpp would split wrongly is refused before any work
         from transformers import AutoTokenizer as Tokenizers
 
-        from ladder.gguf_export import pre_tokenizer_type
+        from ladder.export.gguf_export import pre_tokenizer_type
         try:
             pre_tokenizer_type(Tokenizers.from_pretrained(MERGED), str(MERGED))
         except ValueError as error:

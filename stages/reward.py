@@ -6,7 +6,7 @@ Reads   data/clean/feedback.parquet, models/reward_base (the reward model's own 
 Writes  models/reward (a plain sequence-classification model + reward_objective.json), metrics/reward.json,
         dvclive/reward/ (training curves), metrics/timings/reward.json.
 
-The text is the whole conversation, rendered as the backbone expects (ladder.reward_model.render) and
+The text is the whole conversation, rendered as the backbone expects (ladder.training.reward_model.render) and
 truncated on the LEFT so the latest turns survive. `objective: regression` is the Chai author's MSE on
 thumbs-up 0/1; `classification` is cross-entropy over two classes. `lora: null` fine-tunes every weight.
 
@@ -21,10 +21,10 @@ import time
 from pathlib import Path
 
 from ladder import paths
-from ladder.metrics import binary_metrics
-from ladder.reward_model import build_model, train
+from ladder.evaluation.metrics import binary_metrics
+from ladder.training.reward_model import build_model, train
 from ladder.stage import stage
-from ladder.training import stage_hardware, trainer_check
+from ladder.training.trainer import stage_hardware, trainer_check
 
 log = logging.getLogger("ladder.reward")
 
@@ -33,7 +33,7 @@ def load_feedback(path: str | Path) -> dict[str, dict[str, list]]:
     import polars as pl
 
     from ladder.io import read_parquet
-    from ladder.records import require_columns, require_rows
+    from ladder.data.records import require_columns, require_rows
 
     df = read_parquet(path)
     require_columns(df, ("messages", "label", "split"), path)
@@ -48,8 +48,8 @@ def main(all_params: dict, hw: dict) -> None:
     from transformers import AutoTokenizer
 
     from ladder.io import atomic_path, write_json
-    from ladder.reward_model import OBJECTIVE_FILE, left_truncating, render, score_texts
-    from ladder.training import is_main_process, split_timings
+    from ladder.training.reward_model import OBJECTIVE_FILE, left_truncating, render, score_texts
+    from ladder.training.trainer import is_main_process, split_timings
 
     params = all_params["reward"]
     data = load_feedback(paths.FEEDBACK)

@@ -13,7 +13,7 @@ rejected. Filters touch the train split only, so eval sets stay comparable acros
 scoring at least 0.4; pairs are kept when score_chosen - score_rejected >= `min_margin`.
 `self_pairs` (the Chai author's unbuilt idea): for some train prompts, sample replies from models/base
 and add a pair whose chosen is the human reply and rejected the lowest-scored sample.
-The judge's share of the preference pairs (`classifier.preference_share`, ladder/holdout.py) is held out of
+The judge's share of the preference pairs (`classifier.preference_share`, ladder/data/holdout.py) is held out of
 DPO's train split, and so is a self pair made from one of the judge's source rows: the judge and DPO never
 learn from the same row. Eval pairs stay, as the filters leave them.
 
@@ -28,9 +28,9 @@ import time
 import polars as pl
 
 from ladder import paths
-from ladder.holdout import judge_holdout
-from ladder.records import SCHEMAS, removed_by, removed_by_metadata, require_columns, require_rows
-from ladder.reward_filter import histograms, keep_mask, self_pairs, summary
+from ladder.data.holdout import judge_holdout
+from ladder.data.records import SCHEMAS, removed_by, removed_by_metadata, require_columns, require_rows
+from ladder.data.reward_filter import histograms, keep_mask, self_pairs, summary
 from ladder.stage import stage
 
 log = logging.getLogger("ladder.score")
@@ -39,7 +39,7 @@ log = logging.getLogger("ladder.score")
 @stage("score")
 def main(all_params: dict) -> None:
     from ladder.io import atomic_path, read_parquet, write_json, write_parquet
-    from ladder.reward_model import Scorer
+    from ladder.training.reward_model import Scorer
 
     params, chat_template = all_params["reward"], all_params["sft"]["chat_template"]
     share = all_params["classifier"]["preference_share"]

@@ -7,7 +7,7 @@ Writes  models/sft (the LoRA adapter, the tokenizer and the exact chat template 
         metrics/sft.json (eval loss of the base model and of the tuned one), dvclive/sft/ (curves),
         metrics/timings/sft.json (tokens/s). Resume checkpoints: checkpoints/sft (git- and dvc-ignored).
 
-Loss is on assistant turns only, end-of-turn token included (ladder.chat). On CUDA the stage picks bf16,
+Loss is on assistant turns only, end-of-turn token included (ladder.training.chat). On CUDA the stage picks bf16,
 flash-attention 2 (when flash-attn is installed) and paged_adamw_32bit; on CPU sdpa, fp32 (bf16 autocast
 with `cpu_bf16`) and fused AdamW.
 A run stopped part way resumes from its last complete checkpoint when started again with the same
@@ -23,8 +23,8 @@ import shutil
 
 from ladder import paths
 from ladder.stage import stage
-from ladder.training import stage_hardware, trainer_check
-from ladder.supervised import CHECKPOINTS, load_conversations, train
+from ladder.training.trainer import stage_hardware, trainer_check
+from ladder.training.supervised import CHECKPOINTS, load_conversations, train
 
 log = logging.getLogger("ladder.sft")
 
@@ -33,7 +33,7 @@ log = logging.getLogger("ladder.sft")
        inputs=lambda params: load_conversations(paths.SCORED_SFT))
 def main(all_params: dict, hw: dict) -> None:
     from ladder.io import after_outputs, atomic_path, write_json
-    from ladder.training import gathered_state_dict, is_main_process, save_adapter
+    from ladder.training.trainer import gathered_state_dict, is_main_process, save_adapter
 
     params = all_params["sft"]
     data = load_conversations(paths.SCORED_SFT)

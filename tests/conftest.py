@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from ladder.params import read_yaml
-from ladder.recipes import merge
+from ladder.tools.recipes import merge
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -7,9 +7,9 @@ import json
 
 import pytest
 
-from ladder.chat import IGNORE, TEMPLATES, assistant_spans, fit_prompt, render, tokenize_for_training, use_template
-from ladder.generation import render_prompt
-from ladder.models import load_bundled_chat_tokenizer
+from ladder.training.chat import IGNORE, TEMPLATES, assistant_spans, fit_prompt, render, tokenize_for_training, use_template
+from ladder.evaluation.generation import render_prompt
+from ladder.data.models import load_bundled_chat_tokenizer
 
 # Each template's end-of-turn, as written after an assistant's content (None: the tokenizer's eos_token).
 # A new template must be added here.

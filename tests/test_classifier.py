@@ -10,12 +10,12 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from ladder.judge import (RepliesHead, build_judge, encode, encode_segments, head, judge_text, keep_last_tokens,
+from ladder.judge.classifier import (RepliesHead, build_judge, encode, encode_segments, head, judge_text, keep_last_tokens,
                           load_judge, prepare_tokenizer, save_judge)
-from ladder.models import materialize, read_identity
-from ladder.judge import train
-from ladder.judge_data import load_arena, load_rows, training_pairs
-from ladder.metrics import evaluate_judge
+from ladder.data.models import materialize, read_identity
+from ladder.judge.classifier import train
+from ladder.judge.rows import load_arena, load_rows, training_pairs
+from ladder.evaluation.metrics import evaluate_judge
 
 LORA_BERT = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["query", "value"]}
 LORA_LLAMA = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["q_proj", "v_proj", "down_proj"]}
@@ -182,7 +182,7 @@ def test_int8_backbone_trains_through_lora_and_loads_back(backbones, tmp_path, m
 
 
 def test_a_backbone_nf4_cannot_take_on_every_cpu_is_refused_before_loading(tmp_path):
-    from ladder.models import tiny_model
+    from ladder.data.models import tiny_model
 
     narrow, tokenizer = tiny_model("llama", seed=0, hidden_size=48, intermediate_size=96, num_attention_heads=2,
                                    num_key_value_heads=1)  # in_features 48: not whole 64-value blocks

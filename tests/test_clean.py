@@ -4,7 +4,7 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from ladder.cleaning import clean, reason_kind
+from ladder.data.cleaning import clean, reason_kind
 
 U = "Anonymous user"
 BASE = {"seed": 0, "eval_fraction": 0.0, "min_turns": 3, "min_message_chars": 1, "max_message_chars": 100,

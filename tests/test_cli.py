@@ -1,4 +1,4 @@
-"""The `ladder` command (ladder/cli.py) and the tools' own `python -m ladder.<module>` entries: each answers --help,
+"""The `ladder` command (ladder/tools/cli.py) and the tools' own `python -m ladder.<module>` entries: each answers --help,
 recipes compose in order, expected errors are one line without a traceback, and `ladder env` reports versions,
 CPU features and the stages' hardware choices. Fast: no model is loaded."""
 from __future__ import annotations
@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from ladder.cli import CPU_FEATURES, MODEL_STAGES, cpu_lines, main
+from ladder.tools.cli import CPU_FEATURES, MODEL_STAGES, cpu_lines, main
 from ladder.params import read_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 SUBCOMMANDS = ("review", "timings", "recipe", "pin", "launch", "env")
-MODULES = ("review", "timings", "recipes", "pin", "launch", "cli")
+MODULES = ("tools.review", "tools.timings", "tools.recipes", "tools.pin", "launch", "tools.cli")
 
 
 def ladder(*args: str, cwd: Path | None = None):
@@ -64,7 +64,8 @@ def test_every_module_entry_answers_help(module):
 
 
 def test_the_module_entry_and_the_subcommand_are_one_command():
-    from ladder import launch, pin, recipes, review, timings
+    from ladder import launch
+    from ladder.tools import pin, recipes, review, timings
 
     for name, module in [("review", review), ("timings", timings), ("recipe", recipes), ("pin", pin),
                          ("launch", launch)]:
@@ -92,7 +93,7 @@ def test_recipes_compose_in_order_and_the_later_wins(tmp_path):
 def test_an_unknown_recipe_is_one_line_and_writes_nothing(tmp_path):
     root = recipes_workspace(tmp_path)
     before = (root / "params.yaml").read_text()
-    done = python_m("recipes", "a", "nope", cwd=root)
+    done = python_m("tools.recipes", "a", "nope", cwd=root)
     assert done.returncode == 1
     assert one_error_line(done.stderr) == \
         "Error: no recipe 'nope' (neither a file nor recipes/nope.yaml); known: a, b"
@@ -114,7 +115,7 @@ def test_a_missing_params_file_is_one_line(tmp_path):
 def test_pin_offline_is_one_line_naming_the_model_and_writes_nothing(tmp_path):
     params = tmp_path / "params.yaml"
     params.write_text("fetch:\n  hub_sources: {}\n  base_model: someone/some-model\n  base_revision: main\n")
-    done = python_m("pin", str(params), cwd=tmp_path, HF_HUB_OFFLINE="1")
+    done = python_m("tools.pin", str(params), cwd=tmp_path, HF_HUB_OFFLINE="1")
     assert done.returncode == 1
     line = one_error_line(done.stderr)
     assert line.startswith("Error: cannot resolve model someone/some-model at main on the hub: ") and "offline" in line

@@ -16,11 +16,11 @@ import pytest
 from safetensors import safe_open
 
 from ladder.launch import accelerate_settings, command
-from ladder.models import materialize
+from ladder.data.models import materialize
 from ladder.params import load_params, read_yaml
 from ladder.errors import InputError
-from ladder.recipes import merge
-from ladder.training import process_rank
+from ladder.tools.recipes import merge
+from ladder.training.trainer import process_rank
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs/accelerate"

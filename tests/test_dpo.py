@@ -9,12 +9,12 @@ import torch
 from datasets import Dataset
 
 from ladder.errors import InputError
-from ladder.chat import fit_prompt, render
-from ladder.models import load_bundled_chat_tokenizer, materialize
+from ladder.training.chat import fit_prompt, render
+from ladder.data.models import load_bundled_chat_tokenizer, materialize
 from ladder.params import PREFERENCE_METHODS
-from ladder.merging import sft_merged
-from ladder.preference import METHODS, config_for, eval_figures, headline, logged_params, trainer_for, unpair
-from ladder.training import causal_lm_settings, hardware, lora_config
+from ladder.training.merging import sft_merged
+from ladder.training.preference import METHODS, config_for, eval_figures, headline, logged_params, trainer_for, unpair
+from ladder.training.trainer import causal_lm_settings, hardware, lora_config
 
 PROMPT = [{"role": "system", "content": "You are Aria."}, {"role": "assistant", "content": "Welcome!"},
           {"role": "user", "content": "Tell me about the dragon."}]
@@ -235,8 +235,8 @@ def test_the_fused_head_on_a_cpu_scores_labelled_positions_only_and_the_same(mon
     import trl.trainer.utils as trl_utils
     from trl.trainer.utils import add_fused_lm_head
 
-    from ladder.models import tiny_model
-    from ladder.training import compact_fused_head
+    from ladder.data.models import tiny_model
+    from ladder.training.trainer import compact_fused_head
 
     # TRL's own choice for this test (an earlier test may have switched it), restored after it
     monkeypatch.setattr(trl_utils, "_use_triton", getattr(trl_utils._use_triton, "original", trl_utils._use_triton))

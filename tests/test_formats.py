@@ -6,8 +6,8 @@ import json
 import polars as pl
 import pytest
 
-from ladder.formats import FORMATS, parse_source
-from ladder.sources import _records_to_frame
+from ladder.data.formats import FORMATS, parse_source
+from ladder.data.sources import _records_to_frame
 
 U = "Anonymous user"
 OPTS = {"swipe_pairs": True}

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from ladder.gguf_export import (PRE_TOKENIZER_CHECK_TEXT, PRE_TOKENIZER_TYPES, export_gguf, pre_tokenizer_hash,
+from ladder.export.gguf_export import (PRE_TOKENIZER_CHECK_TEXT, PRE_TOKENIZER_TYPES, export_gguf, pre_tokenizer_hash,
                                 pre_tokenizer_type)
-from ladder.models import load_bundled_chat_tokenizer, tiny_model
+from ladder.data.models import load_bundled_chat_tokenizer, tiny_model
 
 # every layer size a multiple of 64, so each works on every CPU kernel path
 SHAPE = {"hidden_size": 64, "intermediate_size": 128, "num_attention_heads": 2, "num_key_value_heads": 2}

@@ -11,12 +11,12 @@ import polars as pl
 import pytest
 from click.testing import CliRunner
 
-from ladder.holdout import in_judge_share, judge_rows, judge_share_mask
-from ladder.models import load_bundled_encoder_tokenizer, materialize
+from ladder.data.holdout import in_judge_share, judge_rows, judge_share_mask
+from ladder.data.models import load_bundled_encoder_tokenizer, materialize
 from ladder.params import load_params
-from ladder.recipes import apply
-from ladder.records import SCHEMAS, stable_id
-from ladder.reward_model import OBJECTIVE_FILE, role_lines
+from ladder.tools.recipes import apply
+from ladder.data.records import SCHEMAS, stable_id
+from ladder.training.reward_model import OBJECTIVE_FILE, role_lines
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -104,7 +104,7 @@ def test_replies_rejected_in_one_turn_make_tie_rows_only_when_asked():
 
 
 def test_the_prompt_field_is_what_inference_gives_the_judge():
-    from ladder.controls import pairwise
+    from ladder.evaluation.controls import pairwise
 
     pairs = preferences(n_rows=5, per_row=1)
     system = [{"role": "system", "content": "You are Vex, a rogue AI.\nStay in character."}]
@@ -120,7 +120,7 @@ def test_the_prompt_field_is_what_inference_gives_the_judge():
 @pytest.fixture(scope="module")
 def scored(tmp_path_factory):
     """The score stage run on a tiny reward model with the judge holding half the pairs' source rows."""
-    from ladder.reward_model import build_model
+    from ladder.training.reward_model import build_model
 
     root = tmp_path_factory.mktemp("score")
     materialize("tiny:bert", root / "reward_base", seed=0)
@@ -152,7 +152,7 @@ def run_score(root: Path, params: dict, monkeypatch, write_params) -> tuple[pl.D
 
 
 def test_the_judge_share_never_reaches_dpo_training(scored, monkeypatch, write_params):
-    from ladder.judge_data import load_rows
+    from ladder.judge.rows import load_rows
 
     root, pairs, params = scored
     dpo, metrics = run_score(root, params, monkeypatch, write_params)
@@ -181,7 +181,7 @@ def test_share_zero_holds_nothing_out_and_one_holds_every_train_pair(scored, mon
 
 
 def test_self_pairs_from_the_judge_s_rows_are_held_out_too():
-    from ladder.holdout import judge_holdout
+    from ladder.data.holdout import judge_holdout
 
     pairs = preferences(n_rows=40, per_row=1)
     extra = pairs.with_columns(("self:" + pl.col("source")).alias("source"), pl.lit("train").alias("split"),

@@ -4,12 +4,12 @@ from __future__ import annotations
 import polars as pl
 import pytest
 
-from ladder.controls import held_out_prompts
-from ladder.generation import sample_replies
-from ladder.models import tiny_model
-from ladder.chat_models import choose_backend, load_chat_model
-from ladder.controls import pairwise
-from ladder.reward_model import best_replies
+from ladder.evaluation.controls import held_out_prompts
+from ladder.evaluation.generation import sample_replies
+from ladder.data.models import tiny_model
+from ladder.evaluation.chat_models import choose_backend, load_chat_model
+from ladder.evaluation.controls import pairwise
+from ladder.training.reward_model import best_replies
 
 CPU = {"cuda": False, "bf16": False, "flash_attn": False, "device": "cpu"}
 GPU = {"cuda": True, "bf16": True, "flash_attn": False, "device": "test"}
@@ -43,14 +43,14 @@ def test_prompts_are_eval_conversations_cut_before_their_last_reply(tmp_path):
 
 
 def test_backend_choice(monkeypatch):
-    import ladder.chat_models
+    import ladder.evaluation.chat_models
 
-    monkeypatch.setattr(ladder.chat_models, "vllm_installed", lambda: True)
+    monkeypatch.setattr(ladder.evaluation.chat_models, "vllm_installed", lambda: True)
     assert choose_backend("vllm", "merged", CPU) == "hf"  # no GPU
     assert choose_backend("vllm", "merged", GPU) == "vllm"
     assert choose_backend("vllm", "int8", GPU) == "hf"  # bitsandbytes folders go through transformers
     assert choose_backend("hf", "merged", GPU) == "hf"
-    monkeypatch.setattr(ladder.chat_models, "vllm_installed", lambda: False)
+    monkeypatch.setattr(ladder.evaluation.chat_models, "vllm_installed", lambda: False)
     assert choose_backend("vllm", "merged", GPU) == "hf"  # not installed
     with pytest.raises(ValueError, match="tgi"):
         choose_backend("tgi", "merged", CPU)

@@ -29,10 +29,20 @@ def imported_modules(path: Path) -> set[str]:
     return found
 
 
+def module_file(module: str) -> str | None:
+    """The ladder file a dotted name lives in: its longest prefix that is a .py file (ladder.judge.classifier.load_judge
+    is a function of ladder/judge/classifier.py); None for a package alone (its __init__ holds a docstring only)."""
+    parts = module.split(".")
+    for end in range(len(parts), 1, -1):
+        candidate = "/".join(parts[:end]) + ".py"
+        if (ROOT / candidate).is_file():
+            return candidate
+    return None
+
+
 def ladder_files(modules: set[str]) -> set[str]:
-    """The ladder/*.py files among `modules` (a name like ladder.judge.load_judge is a function, not a file)."""
-    return {f"ladder/{m.split('.')[1]}.py" for m in modules
-            if m.startswith("ladder.") and (ROOT / f"ladder/{m.split('.')[1]}.py").is_file()}
+    """The ladder .py files among `modules`."""
+    return {f for m in modules if m.startswith("ladder.") and (f := module_file(m))}
 
 
 def ladder_closure(path: Path) -> set[str]:
@@ -75,19 +85,19 @@ def test_dvc_deps_are_the_ladder_modules_each_stage_runs(name, body):
     declared = {d for d in body["deps"] if isinstance(d, str) and d.endswith(".py")}
     assert not needed - declared, f"{name}: dvc.yaml lacks {sorted(needed - declared)}"
     assert not declared - needed, f"{name}: dvc.yaml declares {sorted(declared - needed)}, which it never imports"
-    if any("use_template(" in (ROOT / f).read_text() for f in needed - {"ladder/chat.py"}):  # reads ladder/templates
-        assert "ladder/templates" in body["deps"], name
+    if any("use_template(" in (ROOT / f).read_text() for f in needed - {"ladder/training/chat.py"}):  # reads ladder/training/templates
+        assert "ladder/training/templates" in body["deps"], name
 
 
 def test_the_import_reader_follows_imports_inside_functions_and_through_ladder(tmp_path):
-    # stages/sft.py imports ladder.supervised at the top; supervised imports ladder.chat inside train(), and chat
-    # imports ladder.batching at its top
+    # stages/sft.py imports ladder.training.supervised at the top; supervised imports ladder.training.chat inside
+    # train(), and chat imports ladder.batching at its top
     closure = ladder_closure(ROOT / "stages/sft.py")
-    assert {"ladder/supervised.py", "ladder/chat.py", "ladder/batching.py", "ladder/training.py"} <= closure
-    assert "ladder/judge.py" not in closure
+    assert {"ladder/training/supervised.py", "ladder/training/chat.py", "ladder/batching.py", "ladder/training/trainer.py"} <= closure
+    assert "ladder/judge/classifier.py" not in closure
     fake = tmp_path / "fake.py"
-    fake.write_text("def f():\n    from ladder import elo\n    import ladder.io\n")
-    assert ladder_closure(fake) == {"ladder/elo.py", "ladder/io.py", "ladder/errors.py"}  # io imports errors
+    fake.write_text("def f():\n    from ladder.evaluation import elo\n    import ladder.io\n")
+    assert ladder_closure(fake) == {"ladder/evaluation/elo.py", "ladder/io.py", "ladder/errors.py"}  # io imports errors
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "stages").glob("*.py")), ids=lambda p: p.name)

@@ -6,8 +6,8 @@ import polars as pl
 import pytest
 
 from ladder.batching import length_sorted_batches, with_pad_token
-from ladder.records import require_columns
-from ladder.training import compute_dtype, device_name, lora_config, torch_dtype
+from ladder.data.records import require_columns
+from ladder.training.trainer import compute_dtype, device_name, lora_config, torch_dtype
 
 
 def test_length_sorted_batches_cover_every_index_once_shortest_first():

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ladder.models import load_bundled_chat_tokenizer, materialize
-from ladder.merging import computed_in, logits_in, max_logit_difference, merged_from, stacked
-from ladder.model_card import model_card
+from ladder.data.models import load_bundled_chat_tokenizer, materialize
+from ladder.training.merging import computed_in, logits_in, max_logit_difference, merged_from, stacked
+from ladder.training.model_card import model_card
 
 CONVERSATIONS = [[{"role": "user", "content": f"Hello {i}?"}, {"role": "assistant", "content": f"Hi {i}!"}]
                  for i in range(3)]

@@ -7,10 +7,10 @@ import math
 import pytest
 
 from ladder.errors import InputError
-from ladder.elo import ELO_SCALE, bootstrap_elo, fit_elo, win_matrix
-from ladder.headlines import headlines
-from ladder.metrics import binary_metrics, calibration, evaluate_judge, log_loss, roc_auc
-from ladder.validity import agreement, judgment_rows, position_bias
+from ladder.evaluation.elo import ELO_SCALE, bootstrap_elo, fit_elo, win_matrix
+from ladder.evaluation.headlines import headlines
+from ladder.evaluation.metrics import binary_metrics, calibration, evaluate_judge, log_loss, roc_auc
+from ladder.evaluation.validity import agreement, judgment_rows, position_bias
 
 TRUE = {"base": 1000.0, "sft": 1100.0, "merged": 1150.0, "int8": 1140.0, "gguf-q8_0": 900.0}
 

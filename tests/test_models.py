@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ladder.models import materialize
+from ladder.data.models import materialize
 
 REPO = Path(__file__).resolve().parents[1]
 

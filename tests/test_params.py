@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from ladder.params import Params, ParamsError, checked, load_params, read_yaml, validate
-from ladder.recipes import assign, merge
+from ladder.tools.recipes import assign, merge
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = read_yaml(REPO / "params.yaml")
@@ -35,7 +35,7 @@ BAD = [
     ("reward.filter={keep_top: 0.9, min_score: 0.1}", "reward.filter: exactly one of keep_top (a share) or min_score"),
     ("reward.self_pairs.samples=1", "reward.self_pairs.samples = 1: Input should be greater than or equal to 2"),
     ("reward.cpu_bf16=always", "reward.cpu_bf16 = 'always': Input should be 'auto', 'on' or 'off'"),
-    ("sft.chat_template=llama3", "sft.chat_template = 'llama3': base (the model's own) or one of ladder/templates"),
+    ("sft.chat_template=llama3", "sft.chat_template = 'llama3': base (the model's own) or one of ladder/training/templates"),
     ("sft.lora.r=0", "sft.lora.r = 0: Input should be greater than 0"),
     ("sft.max_lenght=256", "sft.max_lenght = 256: unknown key"),
     ("dpo.method=kto2", "dpo.method = 'kto2': Input should be"),
@@ -78,7 +78,7 @@ def test_a_bad_value_is_one_line_naming_the_key_and_what_is_allowed(setting, say
 
 
 def test_the_source_formats_params_allow_are_the_parsers_there_are():
-    from ladder.formats import FORMATS
+    from ladder.data.formats import FORMATS
     from ladder.params import SOURCE_FORMATS
 
     assert list(FORMATS) == list(SOURCE_FORMATS)

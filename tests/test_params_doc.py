@@ -1,4 +1,4 @@
-"""docs/params.md is the reference ladder.params_doc generates from the schemas of ladder/params.py: the committed
+"""docs/params.md is the reference ladder.tools.params_doc generates from the schemas of ladder/params.py: the committed
 file is current, it names every key params.yaml sets, and every schema field says what it does."""
 import subprocess
 import sys
@@ -7,7 +7,7 @@ from pathlib import Path
 from pydantic import BaseModel
 
 from ladder.params import Params, read_yaml
-from ladder.params_doc import NAME, OUTPUT, documented_keys, models_in, named_entries, render
+from ladder.tools.params_doc import NAME, OUTPUT, documented_keys, models_in, named_entries, render
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = read_yaml(REPO / "params.yaml")
@@ -40,7 +40,7 @@ def schemas(model: type[BaseModel] = Params) -> set[type[BaseModel]]:
 
 def test_the_committed_reference_is_the_generated_one():
     assert OUTPUT.read_text(encoding="utf-8") == render(), \
-        "docs/params.md is stale: run `python -m ladder.params_doc` and commit the result"
+        "docs/params.md is stale: run `python -m ladder.tools.params_doc` and commit the result"
 
 
 def test_every_key_params_yaml_sets_is_documented():
@@ -80,15 +80,15 @@ def test_a_schema_default_and_a_params_yaml_default_are_told_apart():
 def test_check_says_stale_in_one_line_and_help_answers(tmp_path):
     stale = tmp_path / "params.md"
     stale.write_text("edited by hand\n")
-    done = subprocess.run([sys.executable, "-m", "ladder.params_doc", "--check", "--output", str(stale)],
+    done = subprocess.run([sys.executable, "-m", "ladder.tools.params_doc", "--check", "--output", str(stale)],
                           cwd=REPO, capture_output=True, text=True)
     assert done.returncode == 1
-    assert done.stderr.strip().splitlines() == [f"{stale} is stale: run `python -m ladder.params_doc`"]
-    written = subprocess.run([sys.executable, "-m", "ladder.params_doc", "--output", str(stale)], cwd=REPO,
+    assert done.stderr.strip().splitlines() == [f"{stale} is stale: run `python -m ladder.tools.params_doc`"]
+    written = subprocess.run([sys.executable, "-m", "ladder.tools.params_doc", "--output", str(stale)], cwd=REPO,
                              capture_output=True, text=True)
     assert written.returncode == 0 and stale.read_text(encoding="utf-8") == render()
-    assert subprocess.run([sys.executable, "-m", "ladder.params_doc", "--check", "--output", str(stale)],
+    assert subprocess.run([sys.executable, "-m", "ladder.tools.params_doc", "--check", "--output", str(stale)],
                           cwd=REPO).returncode == 0
-    helped = subprocess.run([sys.executable, "-m", "ladder.params_doc", "--help"], cwd=REPO, capture_output=True,
+    helped = subprocess.run([sys.executable, "-m", "ladder.tools.params_doc", "--help"], cwd=REPO, capture_output=True,
                             text=True)
     assert helped.returncode == 0 and "--check" in helped.stdout

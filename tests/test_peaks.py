@@ -2,7 +2,7 @@
 only in the precisions the stages compute in on that CPU."""
 from __future__ import annotations
 
-from ladder.peaks import SIZES, matmul_peak, precisions
+from ladder.tools.peaks import SIZES, matmul_peak, precisions
 
 
 def test_sizes_stop_growing_once_a_product_is_slow():

@@ -49,7 +49,7 @@ def project(tmp_path_factory) -> Path:
             continue
         (root / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, root / name)
-    subprocess.run([sys.executable, "-m", "ladder.recipes", "smoke"], cwd=root, check=True)
+    subprocess.run([sys.executable, "-m", "ladder.tools.recipes", "smoke"], cwd=root, check=True)
     run(["git", "init", "-q"], root)
     run(["git", "add", "-A"], root)
     run(["git", "commit", "-qm", "smoke"], root)
@@ -171,7 +171,7 @@ def queue_finished(project: Path) -> bool:
 
 
 def test_queued_experiments_run_two_at_a_time_each_rerunning_what_its_setting_reaches(project):
-    """A judge setting and the KTO preference method (one entry of ladder/preference.py, one setting here), queued
+    """A judge setting and the KTO preference method (one entry of ladder/training/preference.py, one setting here), queued
     and run side by side: each reruns what reads its setting and nothing upstream, and carries its own metrics."""
     settings = {"lr": "classifier.trainer.learning_rate=4e-3", "kto": "dpo.method=kto"}
     for name, setting in settings.items():

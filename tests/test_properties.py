@@ -11,10 +11,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from ladder.records import TABLES
-from ladder.formats import FORMATS
-from ladder.sources import _records_to_frame, read_raw, read_source, write_raw
-from ladder.cleaning import clean
+from ladder.data.records import TABLES
+from ladder.data.formats import FORMATS
+from ladder.data.sources import _records_to_frame, read_raw, read_source, write_raw
+from ladder.data.cleaning import clean
 
 PARAMS = {"seed": 0, "eval_fraction": 0.3, "min_turns": 2, "min_message_chars": 1, "max_message_chars": 200,
           "min_conversation_chars": 1, "max_conversation_chars": 2000, "sft_requires_thumbs_up": True,

@@ -7,12 +7,12 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from ladder.gguf_export import check_supported, export_gguf
-from ladder.models import tiny_model
-from ladder.quantization import (NF4_BLOCKSIZE, bnb_config, bnb_shape_problems, format_names, load_quantized,
+from ladder.export.gguf_export import check_supported, export_gguf
+from ladder.data.models import tiny_model
+from ladder.export.quantization import (NF4_BLOCKSIZE, bnb_config, bnb_shape_problems, format_names, load_quantized,
                                  model_skeleton, quantizable_layers, weight_files)
-from ladder.fidelity import fidelity, generation_speed, sizes
-from ladder.quantization import quantize_bnb
+from ladder.export.fidelity import fidelity, generation_speed, sizes
+from ladder.export.quantization import quantize_bnb
 from stages.quantize import main
 
 # 4 query heads over 2 key/value heads of 32, so every layer's in and out features are multiples of 64 (both

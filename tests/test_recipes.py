@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from ladder.params import load_params, read_yaml
-from ladder.recipes import apply, merge, round_trip
-from ladder.training import cpu_autocast, cpu_bf16_flags, trainer_arguments, with_cpu_autocast
+from ladder.tools.recipes import apply, merge, round_trip
+from ladder.training.trainer import cpu_autocast, cpu_bf16_flags, trainer_arguments, with_cpu_autocast
 
 REPO = Path(__file__).resolve().parents[1]
 CPU = {"cuda": False, "bf16": False, "flash_attn": False, "device": "cpu"}
@@ -95,7 +95,7 @@ def test_merge_is_recursive_and_replaces_leaves():
 
 
 def test_assign_writes_one_setting_read_as_yaml_and_names_a_missing_section():
-    from ladder.recipes import assign
+    from ladder.tools.recipes import assign
 
     data = {"sft": {"trainer": {"max_steps": 32}, "packing": False}}
     assign(data, "sft.trainer.max_steps=8")
@@ -123,7 +123,7 @@ def test_wsdm_recipe_builds_the_judge_settings(params_with):
     from peft import LoraConfig
     from transformers import TrainingArguments
 
-    from ladder.quantization import bnb_config
+    from ladder.export.quantization import bnb_config
 
     params = params_with("wsdm")
     judge = params["classifier"]
@@ -161,7 +161,7 @@ def test_every_recipe_resolves_to_valid_trainer_lora_quantization_and_launch_set
     from trl import DPOConfig, SFTConfig
 
     from ladder.launch import TRAINING_STAGES, command
-    from ladder.quantization import bnb_config
+    from ladder.export.quantization import bnb_config
 
     params = load_params(REPO / "params.yaml") if recipe == "default" else params_with(recipe)
     reward, sft, dpo, judge = (params[s] for s in ("reward", "sft", "dpo", "classifier"))
@@ -185,9 +185,9 @@ def test_every_recipe_resolves_to_valid_trainer_lora_quantization_and_launch_set
 
 @pytest.mark.parametrize("recipe", ["default", *RECIPES])
 def test_every_data_source_names_a_known_format_and_a_pinned_place(params_with, recipe):
-    """A hub entry holds a commit hash, or nothing yet (the fetch stage refuses it until ladder.pin has
+    """A hub entry holds a commit hash, or nothing yet (the fetch stage refuses it until ladder.tools.pin has
     written the commit); never a branch name, which would fetch different bytes over time."""
-    from ladder.formats import FORMATS
+    from ladder.data.formats import FORMATS
 
     params = load_params(REPO / "params.yaml") if recipe == "default" else params_with(recipe)
     for name, source in params["fetch"]["sources"].items():
@@ -203,12 +203,12 @@ def test_every_data_source_names_a_known_format_and_a_pinned_place(params_with, 
 
 
 def test_pin_writes_commits_for_hub_entries_only(params_with, tmp_path):
-    from ladder.pin import pin
-    from ladder.recipes import edit
+    from ladder.tools.pin import pin
+    from ladder.tools.recipes import edit
 
     chai = params_with("chai")["fetch"]  # now in tmp_path
     before = {n: s.get("revision") for n, s in chai["hub_sources"].items()}
-    # the commits seen in public pages; the three other datasets are left to ladder.pin
+    # the commits seen in public pages; the three other datasets are left to ladder.tools.pin
     assert chai["reward_revision"] == "7b40bb0f92c45fefa957d088000d8648e5c7fa33"
     assert {n: r[:8] for n, r in before.items() if r} == {"chai": "f08138f6", "gpt_realm": "388ea1e8",
                                                          "hieu_roleplay": "cda57d52", "chai_dpo": "2abdde44"}
@@ -238,7 +238,7 @@ def test_pin_writes_commits_for_hub_entries_only(params_with, tmp_path):
 
 
 def test_pin_refuses_an_answer_that_is_not_a_commit():
-    from ladder.pin import pin
+    from ladder.tools.pin import pin
 
     with pytest.raises(ValueError, match="not a commit hash"):
         pin({"hub_sources": {"x": {"format": "chai_dpo", "hub": "a/b", "revision": "main"}}}, lambda *_: "main")
@@ -269,7 +269,7 @@ def test_a_recipe_replaces_or_drops_the_comments_of_the_keys_it_changes(tmp_path
     assert "  objective: regression         # or classification (cross-entropy over two classes)" in lines
     # the recipe's comments arrive beside (and above) their keys
     assert "  chat_template: mistral-nemo   # Tekken format, keeps the system message " \
-           "(ladder/templates/mistral-nemo.jinja)" in lines
+           "(ladder/training/templates/mistral-nemo.jinja)" in lines
     dpo_at = lines.index("dpo:")
     checkpointing = next(i for i in range(dpo_at, len(lines)) if lines[i].strip() == "activation_checkpointing: true")
     assert lines[checkpointing - 2].strip().startswith("# 2 pairs = 4 sequences of 1024 tokens")

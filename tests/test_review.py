@@ -1,4 +1,4 @@
-"""The pull-request review (ladder.review), the timing files' command (ladder.timings) and the workflow that
+"""The pull-request review (ladder.tools.review), the timing files' command (ladder.tools.timings) and the workflow that
 posts the review. Fast: fixture files and small git / dvc repositories, no models."""
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from ruamel.yaml import YAML
 
-from ladder import timings
-from ladder.review import render, review, review_params, within
+from ladder.tools import timings
+from ladder.tools.review import render, review, review_params, within
 
 REPO = Path(__file__).resolve().parents[1]
 FIXTURES = Path(__file__).parent / "fixtures" / "review"
@@ -122,9 +122,9 @@ def test_review_params_are_required_by_name():
         ((1e-5, 1e-3), 3)
     with pytest.raises(SystemExit, match=r"tolerance.relative = '1e-3': expected a number, not a number in quotes"):
         review_params({"review": {"examples": 3, "tolerance": {"absolute": 1e-5, "relative": "1e-3"}}})
-    with pytest.raises(SystemExit, match=r"^ladder.review: params.yaml: review: tolerance: missing"):
+    with pytest.raises(SystemExit, match=r"^ladder.tools.review: params.yaml: review: tolerance: missing"):
         review_params({"review": {"examples": 3}})
-    with pytest.raises(SystemExit, match=r"^ladder.review: params.yaml: review: missing"):
+    with pytest.raises(SystemExit, match=r"^ladder.tools.review: params.yaml: review: missing"):
         review_params({})
     with pytest.raises(SystemExit, match=r"review: examples = -1: Input should be greater than or equal to 0"):
         review_params({"review": {"examples": -1, "tolerance": {"absolute": 1e-5, "relative": 1e-3}}})
@@ -192,7 +192,7 @@ def test_review_of_a_real_revision_through_git_and_dvc(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------------------------------- the timing files
 def run_timings(*args: str) -> None:
-    """`python -m ladder.timings ARGS` in this process: its output reaches capsys, its SystemExit the test."""
+    """`python -m ladder.tools.timings ARGS` in this process: its output reaches capsys, its SystemExit the test."""
     timings.main.main(list(args), prog_name="timings", standalone_mode=False)
 
 
@@ -261,4 +261,4 @@ def test_the_workflow_posts_the_review_with_cml():
     assert "--target=pr" in post["run"] and "--watermark-title=" in post["run"] and "review.md" in post["run"]
     assert post["env"]["REPO_TOKEN"] == "${{ secrets.GITHUB_TOKEN }}"
     assert workflow["permissions"]["pull-requests"] == "write"
-    assert any("python -m ladder.review" in step.get("run", "") for step in steps)
+    assert any("python -m ladder.tools.review" in step.get("run", "") for step in steps)

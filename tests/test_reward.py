@@ -9,12 +9,12 @@ import polars as pl
 import pytest
 import torch
 
-from ladder.models import load_bundled_encoder_tokenizer, materialize
-from ladder.reward_model import OBJECTIVE_FILE, Scorer, left_truncating, render, score_texts
-from ladder.training import hardware
-from ladder.metrics import binary_metrics, roc_auc
-from ladder.reward_filter import histograms, keep_mask, self_pairs
-from ladder.reward_model import build_model, train
+from ladder.data.models import load_bundled_encoder_tokenizer, materialize
+from ladder.training.reward_model import OBJECTIVE_FILE, Scorer, left_truncating, render, score_texts
+from ladder.training.trainer import hardware
+from ladder.evaluation.metrics import binary_metrics, roc_auc
+from ladder.data.reward_filter import histograms, keep_mask, self_pairs
+from ladder.training.reward_model import build_model, train
 
 GOOD = ["*smiles* Tell me more about the dragon!", "Ah, the old map! I studied it for years.",
         "*bows* The festival lights are lovely tonight.", "The key? It opens the north tower, friend."]
@@ -173,7 +173,7 @@ def test_one_class_eval_has_no_auc_and_an_empty_one_no_figures():
 
 
 def test_a_decoder_backbone_gets_a_pad_token(tmp_path):
-    from ladder.models import load_bundled_chat_tokenizer
+    from ladder.data.models import load_bundled_chat_tokenizer
     chat = tmp_path / "llama"
     materialize("tiny:llama", chat, seed=0)
     tokenizer = left_truncating(load_bundled_chat_tokenizer())

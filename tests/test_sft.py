@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ladder.chat import IGNORE, checked_collator, render, tokenize_for_training, use_template
-from ladder.generation import render_prompt
-from ladder.models import load_bundled_chat_tokenizer, materialize
-from ladder.training import StopAfter, hardware
-from ladder.supervised import train
+from ladder.training.chat import IGNORE, checked_collator, render, tokenize_for_training, use_template
+from ladder.evaluation.generation import render_prompt
+from ladder.data.models import load_bundled_chat_tokenizer, materialize
+from ladder.training.trainer import StopAfter, hardware
+from ladder.training.supervised import train
 
 CONVERSATIONS = [
     [{"role": "system", "content": "You are Aria, a librarian."}, {"role": "assistant", "content": "Welcome!"},
@@ -119,7 +119,7 @@ def test_saved_adapter_config_is_byte_stable(base, tmp_path):
     from peft import LoraConfig, get_peft_model
     from transformers import AutoModelForCausalLM
 
-    from ladder.training import save_adapter
+    from ladder.training.trainer import save_adapter
     modules = ["v_proj", "q_proj", "o_proj", "k_proj", "up_proj", "gate_proj", "down_proj"]
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
                            LoraConfig(task_type="CAUSAL_LM", r=2, target_modules=modules))
@@ -135,7 +135,7 @@ def test_an_adapter_saved_from_gathered_weights_is_the_adapter(base, tmp_path):
     from safetensors.torch import load_file
     from transformers import AutoModelForCausalLM
 
-    from ladder.training import save_adapter
+    from ladder.training.trainer import save_adapter
     model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
                            LoraConfig(task_type="CAUSAL_LM", r=2, target_modules=["q_proj", "v_proj"],
                                       init_lora_weights=False))
@@ -151,7 +151,7 @@ def test_an_adapter_saved_from_gathered_weights_is_the_adapter(base, tmp_path):
 
 
 def test_token_count_separates_real_tokens_from_padding():
-    from ladder.training import TokenCount, token_timings
+    from ladder.training.trainer import TokenCount, token_timings
 
     def collate(rows):
         width = max(len(r) for r in rows)

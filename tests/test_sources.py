@@ -14,8 +14,8 @@ import pytest
 from ladder.errors import InputError
 from ladder.io import atomic_path
 from ladder.params import read_yaml
-from ladder.sources import MAX_DEPTH, hf_token, read_file, read_raw, read_source, split_files, write_raw
-from ladder.cleaning import clean
+from ladder.data.sources import MAX_DEPTH, hf_token, read_file, read_raw, read_source, split_files, write_raw
+from ladder.data.cleaning import clean
 
 REPO = Path(__file__).resolve().parents[1]
 ROWS = [{"history": [{"sender": "Bot", "value": "Hi"}, {"sender": "user", "value": "Yo"}], "accepted": "Hey you",
@@ -177,7 +177,7 @@ def test_the_lmsys_arena_hub_mirror_fetches_and_parses_as_arena_lmsys(tmp_path, 
     repository beside README.md (no data/ folder, no parquet), turns as JSON-encoded lists that may hold null."""
     import csv
 
-    from ladder.formats import parse_source
+    from ladder.data.formats import parse_source
 
     repo = tmp_path / "hub" / "datasets--lmsys--lmsys-arena-human-preference-55k"
     snapshot = repo / "snapshots" / LMSYS_COMMIT
@@ -243,7 +243,7 @@ def test_chatml_rows_of_both_revisions_survive_the_raw_table(tmp_path, suffix):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from ladder.formats import parse_source
+    from ladder.data.formats import parse_source
 
     rows = [{"conversation": [{"content": "You are Vex.", "do_train": False, "role": "system"},
                               {"content": "Obviously.", "do_train": True, "role": "assistant"},

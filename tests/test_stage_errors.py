@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from ladder.params import read_yaml
-from ladder.recipes import assign, merge
+from ladder.tools.recipes import assign, merge
 
 REPO = Path(__file__).resolve().parents[1]
 TABLES = ("conversations", "preferences", "feedback", "arena", "rejects")
@@ -97,7 +97,7 @@ def test_a_trainer_value_of_the_wrong_type_or_range_is_one_line(setting, config,
     import trl
 
     from ladder.errors import InputError
-    from ladder.training import check_trainer
+    from ladder.training.trainer import check_trainer
 
     section = setting.split(".")[0]
     params = assign(read_yaml(REPO / "params.yaml"), setting)
@@ -111,8 +111,8 @@ def test_the_default_and_every_recipes_trainer_sections_pass_the_check():
     from transformers import TrainingArguments
     from trl import SFTConfig
 
-    from ladder.preference import config_class
-    from ladder.training import check_trainer
+    from ladder.training.preference import config_class
+    from ladder.training.trainer import check_trainer
 
     for recipe in [None, *sorted((REPO / "recipes").glob("*.yaml"))]:
         params = read_yaml(REPO / "params.yaml")

@@ -10,10 +10,10 @@ from collections import Counter
 import polars as pl
 import pytest
 
-from ladder.controls import control_replies, derangement, eval_prompts, held_out_prompts, identical_rows
-from ladder.elo import ELO_SCALE, bootstrap_elo, fit_elo, fit_elo_controlled, length_feature
-from ladder.examples import best_generated, review_examples
-from ladder.validity import (CHECKS, check_agreement, check_control_separation, check_flip_rate,
+from ladder.evaluation.controls import control_replies, derangement, eval_prompts, held_out_prompts, identical_rows
+from ladder.evaluation.elo import ELO_SCALE, bootstrap_elo, fit_elo, fit_elo_controlled, length_feature
+from ladder.evaluation.examples import best_generated, review_examples
+from ladder.evaluation.validity import (CHECKS, check_agreement, check_control_separation, check_flip_rate,
                              check_identical_pairs, check_length, length_correlation, pick, verdict)
 
 
@@ -342,8 +342,8 @@ def broken_judge(folder, head_kind: str = "cls"):
     import torch
     from transformers import AutoTokenizer
 
-    from ladder.judge import build_judge, encode_segments, pad_batch, prepare_tokenizer, save_judge
-    from ladder.models import materialize, read_identity
+    from ladder.judge.classifier import build_judge, encode_segments, pad_batch, prepare_tokenizer, save_judge
+    from ladder.data.models import materialize, read_identity
 
     lora = {"r": 4, "alpha": 8, "dropout": 0.0, "target_modules": ["query", "value"]}
     materialize("tiny:bert", folder / "models/judge_base", seed=0)
@@ -372,12 +372,12 @@ def test_a_broken_judge_makes_the_ladder_invalid_through_the_stages(tmp_path, mo
                                                                    write_params):
     from click.testing import CliRunner
 
-    import ladder.chat_models
-    import ladder.reward_model
-    import ladder.training
+    import ladder.evaluation.chat_models
+    import ladder.training.reward_model
+    import ladder.training.trainer
     from stages.inference import main as inference_main
     from stages.metrics import main as metrics_main
-    from ladder.models import tiny_model
+    from ladder.data.models import tiny_model
 
     monkeypatch.chdir(tmp_path)
     (tmp_path / "data/clean").mkdir(parents=True)
@@ -395,10 +395,10 @@ def test_a_broken_judge_makes_the_ladder_invalid_through_the_stages(tmp_path, mo
                           "validity": {"max_identical_bias": 0.05, "max_flip_rate": 0.2, "min_control_separation": 0.5,
                                        "min_judge_reward_agreement": 0.6, "max_length_shift": 50}}}
     write_params(tmp_path / "params.yaml", params)
-    monkeypatch.setattr(ladder.reward_model, "Scorer", LengthScorer)
+    monkeypatch.setattr(ladder.training.reward_model, "Scorer", LengthScorer)
     chat = {name: tiny_model("llama", seed=seed) for name, seed in (("base", 0), ("merged", 1))}
-    monkeypatch.setattr(ladder.chat_models, "load_chat_model", lambda name, hw: chat[name])
-    monkeypatch.setattr(ladder.training, "hardware",
+    monkeypatch.setattr(ladder.evaluation.chat_models, "load_chat_model", lambda name, hw: chat[name])
+    monkeypatch.setattr(ladder.training.trainer, "hardware",
                         lambda: {"cuda": False, "bf16": False, "flash_attn": False, "device": "cpu"})
     result = CliRunner().invoke(inference_main, [])
     assert result.exit_code == 0, result.output + repr(result.exception)

@@ -35,7 +35,7 @@ def pytest_collection_modifyitems(config, items):
 
 def save_tiny(kind: str, folder: Path) -> Path:
     """A seeded tiny model with the real bundled tokenizer, saved as a plain transformers folder (fp32)."""
-    from ladder.models import tiny_model
+    from ladder.data.models import tiny_model
 
     overrides = {**SIZES, "num_key_value_heads": 2} if kind == "llama" else SIZES
     model, tokenizer = tiny_model(kind, seed=0, **overrides)

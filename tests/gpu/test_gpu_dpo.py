@@ -1,4 +1,4 @@
-"""DPO on the GPU, built as the dpo stage builds it (ladder.training's model loader and trainer arguments, TRL's
+"""DPO on the GPU, built as the dpo stage builds it (ladder.training.trainer's model loader and trainer arguments, TRL's
 DPOTrainer with a fresh LoRA adapter whose disabled pass is the reference): a bf16 base computing in bf16, the
 optimizer the arguments pick on CUDA, only the adapter moving, and finite DPO metrics that show it learned."""
 from __future__ import annotations
@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from ladder.training import hardware, load_causal_lm, trainer_arguments
+from ladder.training.trainer import hardware, load_causal_lm, trainer_arguments
 
 pytestmark = pytest.mark.gpu
 # Chosen replies answer the question, rejected ones dodge it: a preference 6 steps of LoRA can pick up.
@@ -51,7 +51,7 @@ def test_dpo_trains_a_lora_adapter_over_a_bf16_base_on_the_gpu(tiny_llama, tmp_p
     from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import DPOConfig, DPOTrainer
 
-    from ladder.chat import fit_prompt
+    from ladder.training.chat import fit_prompt
 
     monkeypatch.chdir(tmp_path)
     hw = hardware()

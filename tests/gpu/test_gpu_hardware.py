@@ -7,7 +7,7 @@ import logging
 import pytest
 import torch
 
-from ladder.training import attn_implementation, hardware, load_causal_lm, stage_hardware
+from ladder.training.trainer import attn_implementation, hardware, load_causal_lm, stage_hardware
 
 pytestmark = pytest.mark.gpu
 FLASH_ATTN = importlib.util.find_spec("flash_attn") is not None
@@ -29,7 +29,7 @@ def test_hardware_choice_is_logged_bf16_and_the_attention_kernel(tmp_path, caplo
 def test_chat_model_loads_in_bf16_and_attends_through_sdpa_on_the_gpu(tiny_llama, monkeypatch):
     import torch.nn.functional as F
 
-    from ladder.models import load_bundled_chat_tokenizer
+    from ladder.data.models import load_bundled_chat_tokenizer
 
     hw = hardware()
     if hw["flash_attn"]:
@@ -58,7 +58,7 @@ def test_chat_model_loads_in_bf16_and_attends_through_sdpa_on_the_gpu(tiny_llama
 
 @pytest.mark.skipif(not FLASH_ATTN, reason="flash-attn is not installed on this machine")
 def test_flash_attention_2_is_used_when_installed(tiny_llama):
-    from ladder.models import load_bundled_chat_tokenizer
+    from ladder.data.models import load_bundled_chat_tokenizer
 
     hw = hardware()
     model = load_causal_lm(tiny_llama, hw).to("cuda").eval()

@@ -8,9 +8,9 @@ import random
 import pytest
 import torch
 
-from ladder.judge import Judge, build_judge, prepare_tokenizer
-from ladder.quantization import device_map
-from ladder.training import hardware
+from ladder.judge.classifier import Judge, build_judge, prepare_tokenizer
+from ladder.export.quantization import device_map
+from ladder.training.trainer import hardware
 
 pytestmark = pytest.mark.gpu
 # r=64 makes every LoRA A matrix 64 x 64 or larger (4096+ values): bitsandbytes keeps 8-bit optimizer state
@@ -35,8 +35,8 @@ def test_quantized_judge_trains_through_lora_with_adamw_8bit_on_the_gpu(kind, qu
     import transformers
     from transformers import AutoTokenizer
 
-    from ladder.judge import train
-    from ladder.judge_data import training_pairs
+    from ladder.judge.classifier import train
+    from ladder.judge.rows import training_pairs
 
     monkeypatch.chdir(tmp_path)
     folder = request.getfixturevalue(f"tiny_{kind}")
@@ -102,8 +102,8 @@ def test_a_judge_trained_whole_on_the_gpu_keeps_float32_weights_and_computes_in_
     from datasets import Dataset
     from transformers import AutoTokenizer, Trainer, TrainingArguments
 
-    from ladder.judge import LABELS, encode_segments, judge_fields, pad_batch
-    from ladder.training import trainer_arguments
+    from ladder.judge.classifier import LABELS, encode_segments, judge_fields, pad_batch
+    from ladder.training.trainer import trainer_arguments
 
     monkeypatch.chdir(tmp_path)
     hw = hardware()

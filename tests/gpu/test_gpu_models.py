@@ -7,8 +7,8 @@ import importlib.util
 import pytest
 import torch
 
-from ladder.models import load_bundled_chat_tokenizer
-from ladder.quantization import load_quantized
+from ladder.data.models import load_bundled_chat_tokenizer
+from ladder.export.quantization import load_quantized
 
 pytestmark = pytest.mark.gpu
 CONVERSATIONS = [[{"role": "user", "content": f"Hello {i}? How are you today?"},
@@ -27,7 +27,7 @@ def test_bitsandbytes_model_stays_quantized_on_the_gpu_and_computes_its_weights(
     import torch.nn.functional as F
     from safetensors.torch import load_file
 
-    from ladder.quantization import quantize_bnb
+    from ladder.export.quantization import quantize_bnb
 
     quantize_bnb(tiny_llama, tmp_path / method, method, "bfloat16", "bfloat16", cuda=True)
     model, _ = load_quantized(tmp_path, method, dtype="bfloat16", cuda=True)
@@ -82,8 +82,8 @@ def stack_dirs(tiny_llama, tmp_path_factory):
 
 
 def test_bfloat16_merge_on_the_gpu_is_within_tolerance_of_base_plus_adapters(tiny_llama, stack_dirs):
-    from ladder.chat import render
-    from ladder.merging import merged_from, stacked
+    from ladder.training.chat import render
+    from ladder.training.merging import merged_from, stacked
 
     tokenizer = load_bundled_chat_tokenizer()
     stack = stacked(tiny_llama, stack_dirs / "sft", stack_dirs / "dpo")  # fp32 on the CPU: the reference
@@ -106,10 +106,10 @@ def test_bfloat16_merge_on_the_gpu_is_within_tolerance_of_base_plus_adapters(tin
 
 @pytest.mark.skipif(importlib.util.find_spec("vllm") is None, reason="vllm is not installed on this machine")
 def test_vllm_generates_sampled_replies_from_the_merged_model(tiny_llama, stack_dirs, tmp_path, monkeypatch):
-    from ladder.chat import use_template
-    from ladder.training import hardware
-    from ladder.chat_models import choose_backend, vllm_replies
-    from ladder.merging import merged_from, stacked
+    from ladder.training.chat import use_template
+    from ladder.training.trainer import hardware
+    from ladder.evaluation.chat_models import choose_backend, vllm_replies
+    from ladder.training.merging import merged_from, stacked
 
     monkeypatch.chdir(tmp_path)
     merged = merged_from(stacked(tiny_llama, stack_dirs / "sft", stack_dirs / "dpo"), "bfloat16")

@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import TrainerCallback
 
-from ladder.training import StopAfter, hardware
+from ladder.training.trainer import StopAfter, hardware
 
 pytestmark = pytest.mark.gpu
 CONVERSATIONS = [
@@ -48,7 +48,7 @@ def test_sft_trains_lora_over_a_bf16_base_with_paged_adamw_32bit(tiny_llama, tmp
     import bitsandbytes as bnb
     from transformers import AutoModelForCausalLM
 
-    from ladder.supervised import train
+    from ladder.training.supervised import train
 
     monkeypatch.chdir(tmp_path)
     dtypes = ActivationDtypes()
@@ -76,7 +76,7 @@ def test_sft_trains_lora_over_a_bf16_base_with_paged_adamw_32bit(tiny_llama, tmp
 
 
 def test_a_stopped_sft_run_resumes_on_the_gpu_to_the_uninterrupted_adapter(tiny_llama, tmp_path, monkeypatch):
-    from ladder.supervised import train
+    from ladder.training.supervised import train
 
     monkeypatch.chdir(tmp_path)
     checkpointed = params(save_strategy="steps", save_steps=1)

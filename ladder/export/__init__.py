@@ -1,0 +1,1 @@
+"""The merged model's quantized copies and the GGUF file, and how close each stays to it."""
