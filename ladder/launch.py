@@ -13,9 +13,9 @@ no mpirun, they are started with torchrun (what accelerate uses for GPUs) and tr
 on the CPU (ACCELERATE_USE_CPU), which gives the same gloo process group. Only rank 0 writes outputs.
 
 Under accelerate the stage first checks its params, trainer params and inputs alone (`--check`), so that a bad
-value is one line rather than one per process and a traceback. The stage runs as a child process: the signals sent to this one (Ctrl-C, a scheduler's SIGTERM) are passed on to
-it, the child is ended if this process is killed outright, and the exit status is the child's (128 + N when
-signal N ended it).
+value is one line rather than one per process and a traceback. The stage runs as a child process: the signals
+sent to this one (Ctrl-C, a scheduler's SIGTERM) are passed on to it, the child is ended if this process is
+killed outright, and the exit status is the child's (128 + N when signal N ended it).
 """
 from __future__ import annotations
 
@@ -71,6 +71,8 @@ def launch(stage: str, params_file: str = "params.yaml") -> int:
     from ladder.params import section
 
     try:  # as ladder/stage.py does for the stages: a bad param or a missing config file is one line
+        if stage not in TRAINING_STAGES:  # before its params section, which a non-training name may lack
+            raise InputError(f"{stage!r} is not a training stage; one of {', '.join(TRAINING_STAGES)}")
         cmd, env = command(stage, section(stage, params_file), params_file)
     except (InputError, FileNotFoundError) as error:
         print(f"Error: {error}", file=sys.stderr)

@@ -6,10 +6,10 @@ Reads   data/generations/{prompts,responses,judgments,identical}.parquet,
         metrics/{score,reward,sft,dpo,merge,quantize,judge}.json (dpo's figures as its method declares them in
         ladder/training/preference.py), params `metrics` (anchor, anchor_rating, bootstrap, seed,
         validity thresholds).
-Writes  metrics/eval.json: first `validity` (the verdict, its reasons and every check of ladder/evaluation/validity.py with its
-        threshold), then per model and control: Bradley-Terry Elo with a bootstrap 95% interval over prompts, the
-        length-controlled Elo beside it, win rate against the anchor, mean reward score, mean reply length; the
-        earlier stages' headline figures. plots/eval/elo.json (the ladder with intervals),
+Writes  metrics/eval.json: first `validity` (the verdict, its reasons and every check of
+        ladder/evaluation/validity.py with its threshold), then per model and control: Bradley-Terry Elo with a
+        bootstrap 95% interval over prompts, the length-controlled Elo beside it, win rate against the anchor,
+        mean reward score, mean reply length; the earlier stages' headline figures. plots/eval/elo.json (the ladder with intervals),
         plots/eval/win_rates.json (P(row model beats column model), averaged over prompts),
         reports/examples.json (three prompts chosen by the seed, with the replies of the anchor, of the best
         generated model and the reference, for the review), metrics/headlines.json (the verdict, each check's
@@ -31,16 +31,17 @@ import json
 import logging
 
 from ladder import paths
+from ladder.errors import InputError
 from ladder.evaluation.elo import bootstrap_elo, fit_elo, fit_elo_controlled, length_feature, win_matrix
 from ladder.evaluation.examples import best_generated, review_examples
-from ladder.errors import InputError
-from ladder.io import rounded
 from ladder.evaluation.headlines import headlines, summary
-from ladder.evaluation.validity import (check_agreement, check_control_separation, check_flip_rate, check_identical_pairs,
-                             check_length, judgment_rows, length_correlation, verdict)
+from ladder.evaluation.validity import (check_agreement, check_control_separation, check_flip_rate,
+                                        check_identical_pairs, check_length, judgment_rows, length_correlation,
+                                        verdict)
+from ladder.io import rounded
 from ladder.stage import stage
 
-log = logging.getLogger("ladder.evaluation.metrics")
+log = logging.getLogger("ladder.metrics")
 
 
 def validity_report(judged, identical, replies: dict, rewards: dict, lengths: dict, ratings: dict,

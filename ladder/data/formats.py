@@ -1,4 +1,4 @@
-"""Parsers from each source format (DESIGN.md, "Data sources") to the unified records.
+"""Parsers from each source format (docs/data.md) to the unified records.
 
 A parser takes the raw table as fetch wrote it and returns record tables plus rejects. A row that
 cannot be parsed is rejected with a reason; a missing column is an error naming it. Speakers are

@@ -1,4 +1,4 @@
-"""The unified records every later stage reads (DESIGN.md, "Unified records").
+"""The unified records every later stage reads (docs/data.md).
 
 A message is {role: system|user|assistant, content}. Every table also carries `source` and `row` (the
 source row it came from), so that each source row can be shown to be used or rejected, never both.
