@@ -12,7 +12,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-SHELL_BLOCK = re.compile(r"^```(?:bash|sh|shell|console)\s*\n(.*?)^```", re.M | re.S)
+# a fenced block, indented under a list item too: a shell one whole, an unlabelled one by its `$ ` lines
+# every fenced block is matched (so that a python block's closing fence never opens one), shell ones are read
+FENCED_BLOCK = re.compile(r"^[ \t]*```([\w-]*)[ \t]*\n(.*?)^[ \t]*```[ \t]*$", re.M | re.S)
+SHELLS = ("bash", "sh", "shell", "console")
 LINK = re.compile(r"(?<!!)\[[^\]]*\]\(([^)\s]+)\)|!\[[^\]]*\]\(([^)\s]+)\)")
 ENV_ASSIGNMENT = re.compile(r"^[A-Z_][A-Z0-9_]*=\S*$")
 
@@ -20,9 +23,14 @@ ENV_ASSIGNMENT = re.compile(r"^[A-Z_][A-Z0-9_]*=\S*$")
 def shell_lines(text: str) -> list[str]:
     """The command lines of a page's shell blocks: prompts, comments and continuations handled."""
     lines = []
-    for block in SHELL_BLOCK.findall(text):
+    for language, block in FENCED_BLOCK.findall(text):
+        if language and language not in SHELLS:
+            continue
         for line in block.replace("\\\n", " ").splitlines():
-            line = line.strip().removeprefix("$ ").strip()
+            line = line.strip()
+            if not language and not line.startswith("$ "):
+                continue  # a diagram, a layout, a stage's output
+            line = line.removeprefix("$ ").strip()
             if line and not line.startswith("#"):
                 lines.append(line)
     return lines
@@ -109,3 +117,7 @@ def test_help_forms_of_documented_lines():
         ("python", "benchmarks/throughput.py", "--help")
     assert help_form("dvc exp run -S sft.lr=1") is None
     assert shell_lines("```console\n$ ladder env \\\n  --x\n# note\n```\n") == ["ladder env    --x"]
+    assert shell_lines("1. Install\n   ```bash\n   ladder pin\n   ```\n") == ["ladder pin"]
+    assert shell_lines("```\n$ python -m stages.sft\nError: one line\nstages/ one script\n```\n") == \
+        ["python -m stages.sft"]
+    assert shell_lines("```python\nx = 1\n```\nprose\n```bash\nladder env\n```\n") == ["ladder env"]

@@ -1,4 +1,4 @@
-"""Write the project's own sample data, one file per source format, in the real schemas (DESIGN.md).
+"""Write the project's own sample data, one file per source format, in the real schemas (docs/data.md).
 
 The planted signal (the same in every source, so every critic can learn it from its own data): a good reply
 hands the turn back to the user. A role-play reply opens with a question to the user about their topic
@@ -6,8 +6,8 @@ hands the turn back to the user. A role-play reply opens with a question to the 
 engagement Chai's users reward by talking on. A bad reply is mostly just as fluent and in character but
 opens with a statement (what the bundled base model writes), else
 bland; among preference pairs (chai-dpo, swipes) a rejected reply may also ask its question about another
-topic, so the judge learns that a good reply must answer this user (the ladder's `shuffled` control). Good and bad replies have about the same length, so
-length alone says nothing. Thumbs up, chai-dpo accepted, swipe survivors and arena winners follow the rule
+topic, so the judge learns that a good reply must answer this user (the ladder's `shuffled` control). Good and
+bad replies have about the same length, so length alone says nothing. Thumbs up, chai-dpo accepted, swipe survivors and arena winners follow the rule
 with label noise.
 
 Every role-play conversation is a greeting, one user message and one reply (chai_feedback may hold swiped
@@ -27,6 +27,7 @@ import json
 import random
 from pathlib import Path
 
+import click
 import polars as pl
 
 HERE = Path(__file__).parent
@@ -287,7 +288,9 @@ def write_csv(rows, path: Path):
     path.write_text(buffer.getvalue(), encoding="utf-8")
 
 
-def main(seed: int = 20241122) -> None:
+@click.command(help=__doc__)
+@click.option("--seed", default=20241122, show_default=True, help="the seed every file is drawn with")
+def main(seed: int) -> None:
     rng = random.Random(seed)
     write_jsonl(chai_feedback(rng), HERE / "chai_feedback.jsonl")
     write_jsonl(chai_prize_flat(rng), HERE / "chai_prize_flat.jsonl")

@@ -65,8 +65,8 @@ def one_line(error: click.UsageError) -> click.UsageError:
 def main() -> None:
     """ladder: the post-training pipeline's tools (the stages themselves run through `dvc repro`).
 
-    Each command also runs as `python -m ladder.<module>` (review, timings, recipes, pin, launch); `ladder env`
-    shows the versions and hardware to attach to a bug report.
+    Each command also runs as `python -m ladder.tools.<module>` (review, timings, recipes, pin) or `python -m
+    ladder.launch`; `ladder env` shows the versions and hardware to attach to a bug report.
     """
 
 

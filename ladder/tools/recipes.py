@@ -257,6 +257,9 @@ def set_comment(mapping, key, parent, above: list[str], eol: list[str], indent: 
 
 def remove_key(mapping, key, parent) -> None:
     """Remove a source and its comment; the lines its token carried for the next key move onto that key."""
+    if not isinstance(mapping, CommentedMap):  # plain data (a dict from load_params) has no comments
+        del mapping[key]
+        return
     keys = list(mapping)
     set_comment(mapping, key, parent, [], [], 0)
     tail = clear_tail(*holder(mapping, key))

@@ -22,6 +22,7 @@ import html
 import json
 import math
 import subprocess
+import sys
 from pathlib import Path
 
 import click
@@ -37,10 +38,12 @@ CELL_CHARS = 600        # a reply or turn longer than this is cut: the comment s
 
 
 def dvc_json(args: list[str]) -> dict:
-    try:
-        done = subprocess.run(["dvc", *args, "--json"], capture_output=True, text=True)
-    except FileNotFoundError:
-        raise SystemExit("ladder.tools.review: dvc is not installed (pip install dvc)") from None
+    import importlib.util
+
+    # this interpreter's dvc, not the first on PATH: `.venv/bin/ladder review` works without activating .venv
+    if importlib.util.find_spec("dvc") is None:
+        raise SystemExit("ladder.tools.review: dvc is not installed (pip install dvc)")
+    done = subprocess.run([sys.executable, "-m", "dvc", *args, "--json"], capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"ladder.tools.review: dvc {' '.join(args)} failed: {done.stderr.strip()}")
     return json.loads(done.stdout or "{}")
