@@ -78,10 +78,12 @@ def non_embedding_parameters(folder: Path) -> int:
 def scratch_copy(stage: str, target: Path) -> None:
     """The stage's inputs as dvc.yaml declares them, hard-linked (a stage writes its outputs as new files, so the
     workspace stays as it is); the code runs from the workspace (PYTHONPATH)."""
-    for rel in [d for d in declared_inputs(stage, ROOT / "dvc.yaml") if not d.startswith(("ladder/", "stages/"))]:
+    from ladder.io import require_outputs
+
+    inputs = [d for d in declared_inputs(stage, ROOT / "dvc.yaml") if not d.startswith(("ladder/", "stages/"))]
+    require_outputs(stage, *(ROOT / rel for rel in inputs))
+    for rel in inputs:
         source, dest = ROOT / rel, target / rel
-        if not source.exists():
-            raise click.ClickException(f"{rel} is missing: run `dvc repro` first")
         dest.parent.mkdir(parents=True, exist_ok=True)
         if source.is_dir():
             shutil.copytree(source, dest, copy_function=os.link, dirs_exist_ok=True)
